@@ -1,0 +1,1 @@
+"""Store-and-forward delivery to the supervision cloud."""

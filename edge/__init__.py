@@ -1,0 +1,1 @@
+"""Agent runtime: config, lifecycle, local store and command line."""

@@ -1,0 +1,1 @@
+"""Sensor ingest: MQTT payload decoding, calibration, aggregation and standards rules."""

@@ -1,0 +1,216 @@
+"""Payload decoders: bytes from a sensor → (device time, [(quantity, value, flag)], problems).
+
+Pure functions over bytes and a decoder config; no I/O. A problem that spoils the whole
+message raises :class:`DecodeError`; a problem with one quantity (missing, wrong type,
+not finite) is returned in ``problems`` while the other quantities are kept, so one broken
+electrode of a multi-parameter probe does not discard the good ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, NamedTuple
+
+from edge.config import (
+    Hj212DecoderConfig,
+    JsonDecoderConfig,
+    NumberDecoderConfig,
+    SensorConfig,
+)
+from sensors import hj212
+
+DATA_FLAGS = frozenset("NFMSDCTB")
+
+
+class DecodeError(ValueError):
+    """The payload as a whole cannot be decoded; the message is the dead-letter reason."""
+
+
+class Decoded(NamedTuple):
+    """What a decoder found in one payload."""
+
+    timestamp: float | None
+    values: list[tuple[str, float, str]]
+    problems: list[str]
+
+
+Decoder = Callable[[bytes], Decoded]
+
+
+def _number(value: object) -> float | None:
+    # bool is an int subclass, but a True reading is a device bug, not 1.0.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _compile_path(path: str) -> tuple[str | int, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in path.split("."))
+
+
+def _lookup(document: Any, path: tuple[str | int, ...]) -> Any:
+    node = document
+    for key in path:
+        if isinstance(key, int) and isinstance(node, list):
+            if key >= len(node):
+                raise LookupError
+            node = node[key]
+        elif isinstance(node, dict):
+            node = node[str(key)]
+        else:
+            raise LookupError
+    return node
+
+
+def _json_timestamp(value: Any, fmt: str) -> float:
+    if fmt == "iso8601":
+        if not isinstance(value, str):
+            raise DecodeError("timestamp is not an ISO 8601 string")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise DecodeError(f"timestamp {value[:40]!r} is not ISO 8601") from None
+        if parsed.tzinfo is None:
+            raise DecodeError("timestamp has no time zone offset")
+        return parsed.timestamp()
+    number = _number(value)
+    if number is None or not math.isfinite(number):
+        raise DecodeError("timestamp is not a finite number")
+    return number / 1000.0 if fmt == "epoch_ms" else number
+
+
+def json_decoder(config: JsonDecoderConfig) -> Decoder:
+    """Build a decoder for JSON objects with the configured field paths."""
+    fields = [(name, _compile_path(path)) for name, path in config.fields.items()]
+    flags = {name: _compile_path(path) for name, path in config.flags.items()}
+    ts_path = _compile_path(config.timestamp) if config.timestamp else None
+    ts_format = config.timestamp_format
+
+    def decode(payload: bytes) -> Decoded:
+        try:
+            document = json.loads(payload)
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"payload is not UTF-8: {exc.reason}") from None
+        except ValueError as exc:
+            raise DecodeError(f"invalid JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise DecodeError(f"JSON payload is a {type(document).__name__}, not an object")
+        timestamp = None
+        if ts_path is not None:
+            try:
+                raw_ts = _lookup(document, ts_path)
+            except LookupError:
+                raise DecodeError(f"timestamp field {config.timestamp!r} missing") from None
+            timestamp = _json_timestamp(raw_ts, ts_format)
+        values: list[tuple[str, float, str]] = []
+        problems: list[str] = []
+        for name, path in fields:
+            try:
+                raw = _lookup(document, path)
+            except LookupError:
+                problems.append(f"{name}: field missing")
+                continue
+            number = _number(raw)
+            if number is None:
+                problems.append(f"{name}: {type(raw).__name__} is not a number")
+            elif not math.isfinite(number):
+                problems.append(f"{name}: value {number} is not finite")
+            else:
+                flag = "N"
+                flag_path = flags.get(name)
+                if flag_path is not None:
+                    try:
+                        flag = _lookup(document, flag_path)
+                    except LookupError:
+                        flag = "N"
+                    if not isinstance(flag, str) or flag not in DATA_FLAGS:
+                        problems.append(f"{name}: data flag {flag!r:.8} is not N/F/M/S/D/C/T/B")
+                        continue
+                values.append((name, number, flag))
+        return Decoded(timestamp, values, problems)
+
+    return decode
+
+
+def number_decoder(config: NumberDecoderConfig, quantity: str) -> Decoder:
+    """Build a decoder for a bare numeric payload such as ``b"52.3"``."""
+    del config  # nothing to configure yet; kept for a uniform factory signature
+
+    def decode(payload: bytes) -> Decoded:
+        try:
+            text = payload.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"payload is not UTF-8: {exc.reason}") from None
+        try:
+            value = float(text)
+        except ValueError:
+            raise DecodeError(f"payload {text[:40]!r} is not a number") from None
+        if not math.isfinite(value):
+            raise DecodeError(f"value {text[:40]!r} is not finite")
+        return Decoded(None, [(quantity, value, "N")], [])
+
+    return decode
+
+
+def hj212_decoder(config: Hj212DecoderConfig) -> Decoder:
+    """Build a decoder for HJ 212-2017 frames carrying the configured pollutant codes."""
+    keys = [
+        (name, f"{code}-{config.value_field}", f"{code}-Flag")
+        for name, code in config.codes.items()
+    ]
+    tz = timezone(timedelta(hours=config.utc_offset_hours))
+    wanted_mn = config.mn
+
+    def decode(payload: bytes) -> Decoded:
+        try:
+            frame = hj212.parse_frame(payload)
+        except hj212.FrameError as exc:
+            raise DecodeError(f"HJ 212: {exc}") from None
+        if wanted_mn is not None and frame.mn != wanted_mn:
+            raise DecodeError(f"HJ 212: MN {frame.mn[:30]!r} is not this sensor's {wanted_mn!r}")
+        timestamp = None
+        data_time = frame.cp.get("DataTime")
+        if data_time is not None:
+            try:
+                parsed = datetime.strptime(data_time, "%Y%m%d%H%M%S").replace(tzinfo=tz)
+            except ValueError:
+                raise DecodeError(
+                    f"HJ 212: DataTime {data_time[:20]!r} is not YYYYMMDDhhmmss"
+                ) from None
+            timestamp = parsed.astimezone(UTC).timestamp()
+        values: list[tuple[str, float, str]] = []
+        problems: list[str] = []
+        for name, value_key, flag_key in keys:
+            text = frame.cp.get(value_key)
+            if text is None:
+                problems.append(f"{name}: {value_key} missing")
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                problems.append(f"{name}: {value_key}={text[:20]!r} is not a number")
+                continue
+            if not math.isfinite(value):
+                problems.append(f"{name}: {value_key}={text[:20]!r} is not finite")
+                continue
+            flag = frame.cp.get(flag_key, "N")
+            if flag not in DATA_FLAGS:
+                problems.append(f"{name}: data flag {flag[:8]!r} is not N/F/M/S/D/C/T/B")
+                continue
+            values.append((name, value, flag))
+        return Decoded(timestamp, values, problems)
+
+    return decode
+
+
+def decoder_for(sensor: SensorConfig) -> Decoder:
+    """Return the decoder a sensor's config asks for."""
+    config = sensor.decoder
+    if isinstance(config, JsonDecoderConfig):
+        return json_decoder(config)
+    if isinstance(config, Hj212DecoderConfig):
+        return hj212_decoder(config)
+    return number_decoder(config, sensor.quantities[0].name)
