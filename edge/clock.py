@@ -12,7 +12,7 @@ _TIME_ERROR = 5  # adjtimex(2): clock not synchronised
 class _Timex(ctypes.Structure):
     # struct timex starts with `unsigned int modes`; the kernel only reads `modes` (0 = read
     # only) and fills the rest, so a generous buffer after it is enough.
-    _fields_ = [("modes", ctypes.c_uint), ("_rest", ctypes.c_byte * 512)]  # noqa: RUF012
+    _fields_ = [("modes", ctypes.c_uint), ("_rest", ctypes.c_byte * 512)]
 
 
 def clock_synchronised() -> bool | None:

@@ -135,17 +135,25 @@ class StoreConfig(_Model):
         description="SQLite database file; relative paths are resolved against the config file.",
     )
     commit_interval_ms: int = Field(
-        default=100,
+        default=1000,
         ge=5,
         le=5000,
         description="Group commit: the longest a received reading waits before its batch is "
-        "committed (and only then acknowledged to the broker).",
+        "committed (and only then acknowledged to the broker). Each commit writes a few "
+        "database pages whatever its size, so longer intervals spare the SD card.",
     )
     commit_max_readings: int = Field(
         default=5000,
         ge=1,
         le=100_000,
         description="Group commit: a batch is committed early once it holds this many messages.",
+    )
+    dead_letter_keep: int = Field(
+        default=10_000,
+        ge=100,
+        le=10_000_000,
+        description="Newest dead letters kept; older ones are pruned so a misbehaving device "
+        "cannot fill the disk (the total count is kept).",
     )
     raw_history: int = Field(
         default=60,

@@ -245,7 +245,7 @@ class Store:
     async def _commit_jobs(self, jobs: list[_Job]) -> None:
         try:
             seqs = await self._write([job.batch for job in jobs])
-        except Exception as exc:  # noqa: BLE001 - every waiter must learn of the failure
+        except Exception as exc:
             log.exception("store commit failed; %d batches not committed", len(jobs))
             try:
                 await self._db.rollback()

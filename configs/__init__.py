@@ -1,0 +1,1 @@
+"""Shipped data: example gateway configs, standard-limit profiles, broker config (no code)."""
