@@ -591,8 +591,11 @@ def build_monitors(
 ) -> dict[str, SensorMonitor]:
     """Build one monitor per sensor from its config and the loaded profiles.
 
-    Raises :class:`~sensors.standards.ProfileError` when a sensor names an unknown profile,
-    gives invalid parameters, or lacks a reading a profile quantity needs.
+    A sensor is judged on the profile quantities it reports (readings named as the
+    profile's inputs, or mapped with ``standard.quantity_map``). Raises
+    :class:`~sensors.standards.ProfileError` when a sensor names an unknown profile, gives
+    invalid parameters, has units that do not convert, or reports none of the profile's
+    readings.
     """
     monitors: dict[str, SensorMonitor] = {}
     for sensor in sensors:
@@ -618,21 +621,24 @@ def build_monitors(
                 limits = resolve_limits(profile, ref, units)
             except ProfileError as exc:
                 raise ProfileError(f"sensor {sensor.id}: {exc}") from exc
-            # removal efficiency is judged only where the sensor reports the inlet too
+            # A sensor is judged on the profile quantities it actually reports (a DO/pH
+            # probe is not faulted for lacking BOD5); removal efficiency needs the inlet.
             limits = {
                 period: tuple(
                     lim
                     for lim in ls
-                    if (inlet := metrics[lim.quantity][2]) is None or inlet in units_by_reading
+                    if metrics[lim.quantity][1] in units_by_reading
+                    and ((inlet := metrics[lim.quantity][2]) is None or inlet in units_by_reading)
                 )
                 for period, ls in limits.items()
             }
-            needed = {metrics[lim.quantity][1] for ls in limits.values() for lim in ls}
-            missing = sorted(needed - set(units_by_reading))
-            if missing:
+            if not any(limits.values()) and any(
+                lim for ls in resolve_limits(profile, ref).values() for lim in ls
+            ):
+                wanted = sorted({m[1] for m in metrics.values()})
                 raise ProfileError(
-                    f"sensor {sensor.id}: {ref.profile} needs readings {missing}; map them "
-                    "with standard.quantity_map"
+                    f"sensor {sensor.id}: reports none of {ref.profile}'s readings {wanted}; "
+                    "map them with standard.quantity_map"
                 )
             energy |= {m[1] for m in metrics.values() if m[0] is Aggregate.LEQ}
         monitors[sensor.id] = SensorMonitor(
