@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,10 +30,20 @@ class ListSink:
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        self._changed: asyncio.Event | None = None
 
     async def emit(self, event: Event) -> int:
         self.events.append(event)
+        if self._changed is not None:
+            self._changed.set()
         return len(self.events)
+
+    async def wait_for(self, predicate: Callable[[], object]) -> None:
+        """Wait until ``predicate()`` is true, re-checking after each emitted event."""
+        self._changed = asyncio.Event()
+        while not predicate():
+            await self._changed.wait()
+            self._changed.clear()
 
     def of_kind(self, kind: str) -> list[Event]:
         return [e for e in self.events if e.kind == kind]
