@@ -341,7 +341,7 @@ class GatewayConfig(_Model):
     """The whole gateway, as described by one YAML file."""
 
     gateway: GatewayIdentity = Field(description="Gateway identity.")
-    site: SiteConfig = Field(description="The monitored enterprise.")
+    site: SiteConfig = Field(description="The monitored enterprise this gateway reports for.")
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="Local MQTT broker.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="Local SQLite store.")
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Message screening.")

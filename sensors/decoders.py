@@ -91,7 +91,8 @@ def json_decoder(config: JsonDecoderConfig) -> Decoder:
 
     def decode(payload: bytes) -> Decoded:
         try:
-            document = json.loads(payload)
+            # Decode explicitly: json.loads(bytes) would also accept UTF-16/32.
+            document = json.loads(payload.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise DecodeError(f"payload is not UTF-8: {exc.reason}") from None
         except ValueError as exc:

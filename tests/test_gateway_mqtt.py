@@ -1,0 +1,178 @@
+"""The gateway against a real mosquitto broker: ingest, dead letters, persistent session."""
+
+import asyncio
+import threading
+import uuid
+
+from helpers import gateway_config, sensor
+from mqtt_tools import noise_payload, publish_all, query, subscribe_session, wait_for
+
+from edge.gateway import run_gateway
+from sensors import hj212
+from sensors.intake import Intake
+from sensors.mqtt_ingest import MqttIngest
+
+
+class GatewayThread:
+    """The real gateway coroutine, run on its own event loop in a thread."""
+
+    def __init__(self, config):
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self.stop_event: asyncio.Event | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        async def main():
+            self.stop_event = asyncio.Event()
+            await run_gateway(self.config, self.stop_event)
+
+        try:
+            self.loop.run_until_complete(main())
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def __enter__(self):
+        self.thread.start()
+        assert wait_for(lambda: self.stop_event is not None, 10)
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "gateway did not shut down"
+        self.loop.close()
+        if self.error is not None:
+            raise self.error
+
+
+def _unique():
+    return uuid.uuid4().hex[:10]
+
+
+def _total(db):
+    rows = query(db, "SELECT coalesce(sum(count), 0) FROM minute_aggregates")
+    return rows[0][0] if rows else 0
+
+
+def _hj212_sensor(topic):
+    return {
+        "id": "fume-01",
+        "kind": "gas",
+        "topic": topic,
+        "decoder": {"type": "hj212", "codes": {"fume": "a34098"}},
+        "quantities": [{"name": "fume", "unit": "mg/m3", "range": [0, 50]}],
+    }
+
+
+def test_readings_and_every_bad_input_class(mosquitto, tmp_path):
+    tag = _unique()
+    noise_topic, fume_topic, soil_topic = f"{tag}/noise", f"{tag}/fume", f"{tag}/soil"
+    soil = {
+        "id": "soil-01",
+        "kind": "soil",
+        "topic": soil_topic,
+        "decoder": {"type": "number"},
+        "quantities": [{"name": "moisture", "unit": "%", "range": [0, 100], "calibration": {"gain": 0.1}}],
+    }
+    db = tmp_path / "g.db"
+    config = gateway_config(
+        db,
+        port=mosquitto.port,
+        gateway_id=f"gw-{tag}",
+        sensors=[sensor("noise-01", noise_topic), _hj212_sensor(fume_topic), soil],
+        ingest={"max_payload_bytes": 512, "catch_all": [f"{tag}/#"]},
+    )
+    good_frame = hj212.build_frame(
+        "QN=1;ST=31;CN=2011;PW=1;MN=M1;Flag=4;CP=&&DataTime=20240101080000;a34098-Rtd=1.5,a34098-Flag=N&&"
+    )
+    bad_crc = good_frame[:-6] + (b"0000" if not good_frame.endswith(b"0000\r\n") else b"1111") + b"\r\n"
+    bad_length = b"##0999" + good_frame[6:]
+    bad = [
+        (noise_topic, b"\xff\xfe garbage"),
+        (noise_topic, b"{not json"),
+        (noise_topic, b'{"la": "loud", "ts": 1}'),
+        (noise_topic, b'{"la": NaN, "ts": 1}'),
+        (noise_topic, b'{"la": 500, "ts": 1}'),
+        (noise_topic, b"{" + b" " * 600 + b"}"),
+        (f"{tag}/nobody", b"52"),
+        (fume_topic, bad_crc),
+        (fume_topic, bad_length),
+        (soil_topic, b"wet"),
+    ]
+    good = [(noise_topic, noise_payload(50 + i % 10, 1_700_000_000_000 + i)) for i in range(300)]
+    good += [(fume_topic, good_frame)] * 20 + [(soil_topic, b"253")] * 20
+    messages = good[:100] + bad + good[100:]
+    with GatewayThread(config):
+        assert wait_for(lambda: query(db, "SELECT 1 FROM meta"), 10)
+        publish_all(mosquitto.host, mosquitto.port, messages)
+        assert wait_for(lambda: _total(db) == len(good) and len(query(db, "SELECT id FROM dead_letters")) == len(bad))
+    reasons = [r for (r,) in query(db, "SELECT reason FROM dead_letters ORDER BY id")]
+    for expected in (
+        "not UTF-8",
+        "invalid JSON",
+        "LA: str is not a number",
+        "LA: value nan is not finite",
+        "outside the physical range",
+        "exceeds the 512-byte limit",
+        "no sensor is configured for this topic",
+        "CRC mismatch",
+        "length field says 999",
+        "'wet' is not a number",
+    ):
+        assert sum(expected in r for r in reasons) == 1, (expected, reasons)
+    assert query(db, "SELECT count, min_value, max_value FROM minute_aggregates WHERE sensor_id = 'soil-01'")[0] == (
+        20,
+        25.3,
+        25.3,
+    )
+    assert query(db, "SELECT sum(count) FROM minute_aggregates WHERE sensor_id = 'fume-01'") == [(20,)]
+
+
+def test_readings_published_while_the_gateway_is_down_arrive_after_restart(mosquitto, tmp_path):
+    tag = _unique()
+    db = tmp_path / "g.db"
+    config = gateway_config(db, port=mosquitto.port, gateway_id=f"gw-{tag}", sensors=[sensor("n", f"{tag}/n")])
+    with GatewayThread(config):
+        assert wait_for(lambda: query(db, "SELECT 1 FROM meta"), 10)
+    publish_all(mosquitto.host, mosquitto.port, [(f"{tag}/n", noise_payload(55, i * 60_000)) for i in range(200)])
+    with GatewayThread(config):
+        assert wait_for(lambda: _total(db) == 200)
+    assert query(db, "SELECT count(*), max(count) FROM minute_aggregates") == [(200, 1)]
+
+
+def test_messages_are_acknowledged_only_after_commit(mosquitto, tmp_path):
+    """A gateway whose commits never finish acknowledges nothing; the next one gets it all."""
+    tag = _unique()
+    topic = f"{tag}/n"
+    db = tmp_path / "g.db"
+    config = gateway_config(db, port=mosquitto.port, gateway_id=f"gw-{tag}", sensors=[sensor("n", topic)])
+    subscribe_session(mosquitto.host, mosquitto.port, config.client_id, [topic])
+    publish_all(mosquitto.host, mosquitto.port, [(topic, noise_payload(55, i * 60_000)) for i in range(50)])
+
+    received = []
+
+    async def stuck_gateway():
+        never = asyncio.Event()
+
+        async def commit_forever(batch):
+            received.append(batch.messages)
+            await never.wait()  # the disk hangs: nothing is committed
+
+        ingest = MqttIngest(config, Intake(config), commit_forever)
+        stop = asyncio.Event()
+        task = asyncio.create_task(ingest.run(stop))
+        deadline = asyncio.get_running_loop().time() + 10
+        while sum(received) < 50 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        # Crash: drop the connection without any flush.
+        task.cancel()
+        ingest.client.disconnect()
+        await asyncio.to_thread(ingest.client.loop_stop)
+
+    asyncio.run(stuck_gateway())
+    assert sum(received) == 50
+    with GatewayThread(config):
+        assert wait_for(lambda: _total(db) == 50)
+    assert query(db, "SELECT count(*), max(count) FROM minute_aggregates") == [(50, 1)]
