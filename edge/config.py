@@ -15,6 +15,8 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cloud_sync.config import CloudConfig
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -346,6 +348,9 @@ class GatewayConfig(_Model):
     store: StoreConfig = Field(default_factory=StoreConfig, description="Local SQLite store.")
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Message screening.")
     sensors: list[SensorConfig] = Field(default_factory=list, description="Installed sensors.")
+    cloud: CloudConfig | None = Field(
+        default=None, description="Store-and-forward to the supervision cloud (none: local only)."
+    )
 
     @model_validator(mode="after")
     def _unique_sensors(self) -> Self:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 
+from cloud_sync.sync import CloudSync, make_outbox
 from edge.config import GatewayConfig
 from edge.store import Store
 from sensors.intake import Intake
@@ -37,10 +38,14 @@ async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
         len(config.sensors),
         config.store.path,
     )
-    async with await Store.open(config.store.path) as store:
+    outbox = make_outbox(config.gateway.id, config.cloud, config.store.path)
+    async with await Store.open(config.store.path, outbox=outbox) as store:
         intake = Intake(config)
         ingest = MqttIngest(config, intake, store.commit)
         async with asyncio.TaskGroup() as tasks:
+            if config.cloud is not None:
+                sync = CloudSync(store, config.cloud, config.gateway.id, gateway_config=config)
+                tasks.create_task(sync.run(stop), name="offsite-edge.cloud")
             tasks.create_task(ingest.run(stop), name="offsite-edge.ingest")
             tasks.create_task(
                 _prune_loop(store, config.store.dead_letter_keep, stop),

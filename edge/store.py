@@ -8,7 +8,9 @@ survive power loss, not only a crash of the process.
 
 Every event change is also appended to the ``outbox`` in the same transaction, with the
 gateway-wide sequence number, so cloud sync can forward it without a second source of
-truth.
+truth. The same commit closes finished minutes into minute records, enforces the outbox
+quota and runs queued outbox operations (:meth:`Store.run`: pop, done, status records),
+so there is still exactly one writer (see ``cloud_sync/outbox.py``).
 """
 
 from __future__ import annotations
@@ -21,18 +23,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiosqlite
 
+from cloud_sync.minutes import close_minutes
+from cloud_sync.outbox import NewRecord, Outbox
+from cloud_sync.outbox import migrate as migrate_outbox
 from edge.clock import clock_synchronised
 from edge.events import Event, EventStatus, Severity
-from edge.ids import new_id
 from sensors.intake import Batch
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -129,6 +133,11 @@ ON CONFLICT (id) DO UPDATE SET
 """
 
 
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    exc: Exception
+
+
 class StoreClosedError(RuntimeError):
     """The store was used after :meth:`Store.close`."""
 
@@ -154,10 +163,16 @@ def event_body(event: Event, seq: int) -> dict[str, Any]:
     }
 
 
+T = TypeVar("T")
+Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
+"""An outbox operation run by the writer inside its transaction (under a savepoint)."""
+
+
 @dataclass(slots=True)
 class _Job:
-    batch: Batch
-    done: asyncio.Future[list[int]]
+    batch: Batch | None
+    op: Op | None
+    done: asyncio.Future[Any]
 
 
 class Store:
@@ -167,9 +182,10 @@ class Store:
     return only after the data is committed; callers acknowledge upstream after that.
     """
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path, outbox: Outbox | None = None) -> None:
         self._db = db
         self.path = path
+        self.outbox = outbox or Outbox(gateway_id="")
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_loop(), name="offsite-edge.store.writer")
         self._closed = False
@@ -177,8 +193,12 @@ class Store:
         self.after_commit: list[Callable[[Batch], Awaitable[None]]] = []
 
     @classmethod
-    async def open(cls, path: Path | str) -> Self:
-        """Open (creating if needed) the database at ``path`` and start the writer."""
+    async def open(cls, path: Path | str, *, outbox: Outbox | None = None) -> Self:
+        """Open (creating if needed) the database at ``path`` and start the writer.
+
+        ``outbox`` says who signs records and which uplinks they are pending for; without
+        it records are still chained (unsigned) but pending for no uplink.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path, isolation_level=None)
@@ -187,7 +207,7 @@ class Store:
         except BaseException:
             await db.close()
             raise
-        return cls(db, path)
+        return cls(db, path, outbox)
 
     async def __aenter__(self) -> Self:
         return self
@@ -205,7 +225,19 @@ class Store:
         if self._closed:
             raise StoreClosedError("store is closed")
         done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(batch, done))
+        await self._queue.put(_Job(batch, None, done))
+        return await done
+
+    async def run(self, op: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run ``op`` in the writer's next transaction; return its result after the commit.
+
+        A failing op is rolled back to its savepoint and raises here; the rest of the
+        group transaction still commits.
+        """
+        if self._closed:
+            raise StoreClosedError("store is closed")
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(None, op, done))
         return await done
 
     async def emit(self, event: Event) -> int:
@@ -244,7 +276,7 @@ class Store:
 
     async def _commit_jobs(self, jobs: list[_Job]) -> None:
         try:
-            seqs = await self._write([job.batch for job in jobs])
+            results = await self._write(jobs)
         except Exception as exc:
             log.exception("store commit failed; %d batches not committed", len(jobs))
             try:
@@ -256,13 +288,18 @@ class Store:
                     job.done.set_exception(exc)
             return
         self.commits += 1
-        for job, job_seqs in zip(jobs, seqs, strict=True):
-            if not job.done.done():
-                job.done.set_result(job_seqs)
+        for job, result in zip(jobs, results, strict=True):
+            if job.done.done():
+                continue
+            if isinstance(result, _Failed):
+                job.done.set_exception(result.exc)
+            else:
+                job.done.set_result(result)
 
-    async def _write(self, batches: Sequence[Batch]) -> list[list[int]]:
+    async def _write(self, jobs: Sequence[_Job]) -> list[Any]:  # noqa: PLR0915
         db = self._db
         now = time.time()
+        batches = [job.batch for job in jobs if job.batch is not None]
         aggregates: dict[tuple[str, str, str, int], list[float]] = {}
         for batch in batches:
             for key, acc in batch.aggregates.items():
@@ -304,12 +341,12 @@ class Store:
         ]
         if state_rows:
             await db.executemany(UPSERT_SENSOR_STATE, state_rows)
+        synced = clock_synchronised()
         seqs: list[list[int]] = []
         total_events = sum(len(b.events) for b in batches)
         if total_events:
             last = await _bump(db, "seq", total_events)
             next_seq = last - total_events + 1
-            synced = clock_synchronised()
             event_rows, outbox_rows = [], []
             for batch in batches:
                 batch_seqs = []
@@ -329,24 +366,37 @@ class Store:
                             now,
                         )
                     )
-                    body = json.dumps(event_body(event, next_seq), ensure_ascii=False, default=str)
-                    synced_flag = None if synced is None else int(synced)
+                    body = json.loads(
+                        json.dumps(event_body(event, next_seq), ensure_ascii=False, default=str)
+                    )
                     outbox_rows.append(
-                        (next_seq, new_id(), event_data_class(event), now, synced_flag, body)
+                        NewRecord(next_seq, event_data_class(event), now, synced, body)
                     )
                     batch_seqs.append(next_seq)
                     next_seq += 1
                 seqs.append(batch_seqs)
             await db.executemany(UPSERT_EVENT, event_rows)
-            await db.executemany(
-                "INSERT INTO outbox (seq, id, data_class, created_at, clock_synced, body)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                outbox_rows,
-            )
+            await self.outbox.put(db, outbox_rows)
         else:
             seqs = [[] for _ in batches]
+        late = sorted({(key[0], key[3]) for key in aggregates})
+        await close_minutes(db, self.outbox, now=now, late=late, clock_synced=synced)
+        results: list[Any] = []
+        batch_results = iter(seqs)
+        for job in jobs:
+            if job.op is None:
+                results.append(next(batch_results))
+                continue
+            await db.execute("SAVEPOINT op")
+            try:
+                results.append(await job.op(db))
+            except Exception as exc:  # noqa: BLE001 - handed to the op's caller, not swallowed
+                await db.execute("ROLLBACK TO op")
+                results.append(_Failed(exc))
+            await db.execute("RELEASE op")
+        await self.outbox.enforce_quota(db, now, synced)
         await db.commit()
-        return seqs
+        return results
 
     async def prune_dead_letters(self, keep: int) -> int:
         """Delete all but the newest ``keep`` dead letters; return how many were deleted."""
@@ -406,3 +456,9 @@ async def _prepare(db: aiosqlite.Connection) -> None:
         raise RuntimeError(
             f"database schema {row[0]} is newer than this gateway's {SCHEMA_VERSION}"
         )
+    # Schema 1 → 2: chain, delivery and quota columns on the outbox (idempotent).
+    await migrate_outbox(db)
+    await db.execute(
+        "UPDATE meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
+        (str(SCHEMA_VERSION), SCHEMA_VERSION),
+    )

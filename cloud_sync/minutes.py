@@ -1,0 +1,131 @@
+"""Minute and hour records: created when a minute (hour) closes, corrected when late data lands.
+
+The store UPSERTs readings into ``minute_aggregates`` as deltas. A minute is *closed*
+``minute_close_s`` after it ends; the commit that first sees it closed also appends one
+``minute`` record per sensor and minute to the outbox, in the same transaction. A reading
+for an already closed minute updates the aggregate and appends a ``correction`` record
+carrying the full updated minute. Hours close with their last minute (``hour`` records).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import aiosqlite
+
+from cloud_sync.outbox import Outbox, _meta, _set_meta
+
+AggRow = tuple[str, str, str, int, int, float, float, float, float]
+"""(sensor_id, quantity, flag, minute, count, min, max, sum, energy_sum)."""
+
+_SELECT = (
+    "SELECT sensor_id, quantity, flag, minute, count, min_value, max_value, sum_value,"
+    " energy_sum FROM minute_aggregates"
+)
+
+
+def item_of(  # noqa: PLR0917 - mirrors the aggregate row
+    quantity: str, flag: str, count: int, lo: float, hi: float, s: float, e: float
+) -> dict[str, Any]:
+    """One quantity's figures: count, min, max, mean and (sound levels) Leq."""
+    item: dict[str, Any] = {
+        "quantity": quantity,
+        "flag": flag,
+        "count": count,
+        "min": lo,
+        "max": hi,
+        "avg": s / count,
+    }
+    if e > 0:
+        item["leq"] = 10.0 * math.log10(e / count)
+    return item
+
+
+def minute_bodies(rows: Iterable[AggRow], *, correction: bool = False) -> list[dict[str, Any]]:
+    """Group aggregate rows into one ``minute`` body per (sensor, minute), in time order."""
+    grouped: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for sensor, quantity, flag, minute, count, lo, hi, s, e in rows:
+        grouped.setdefault((minute, sensor), []).append(
+            item_of(quantity, flag, count, lo, hi, s, e)
+        )
+    return [
+        {
+            "type": "minute",
+            "sensor_id": sensor,
+            "minute": minute,
+            "correction": correction,
+            "items": sorted(items, key=lambda i: (i["quantity"], i["flag"])),
+        }
+        for (minute, sensor), items in sorted(grouped.items())
+    ]
+
+
+def hour_bodies(rows: Iterable[AggRow]) -> list[dict[str, Any]]:
+    """Fold an hour's aggregate rows into one ``hour`` body per (sensor, hour)."""
+    acc: dict[tuple[int, str], dict[tuple[str, str], list[float]]] = {}
+    for sensor, quantity, flag, minute, count, lo, hi, s, e in rows:
+        hour = minute // 3600 * 3600
+        slot = acc.setdefault((hour, sensor), {})
+        have = slot.get((quantity, flag))
+        slot[(quantity, flag)] = (
+            [count, lo, hi, s, e]
+            if have is None
+            else [have[0] + count, min(have[1], lo), max(have[2], hi), have[3] + s, have[4] + e]
+        )
+    return [
+        {
+            "type": "hour",
+            "sensor_id": sensor,
+            "hour": hour,
+            "items": [
+                item_of(q, f, int(v[0]), v[1], v[2], v[3], v[4])
+                for (q, f), v in sorted(items.items())
+            ],
+        }
+        for (hour, sensor), items in sorted(acc.items())
+    ]
+
+
+async def close_minutes(
+    db: aiosqlite.Connection,
+    outbox: Outbox,
+    *,
+    now: float,
+    late: Sequence[tuple[str, int]],
+    clock_synced: bool | None,
+) -> int:
+    """Append minute/hour records for newly closed periods and corrections for ``late``.
+
+    ``late`` are the (sensor_id, minute) buckets this transaction changed; those already
+    closed before it get a correction record. Returns how many records were appended.
+    """
+    closed_before = int(await _meta(db, "minutes_closed_before") or 0)
+    boundary = int((now - outbox.settings.minute_close_s) // 60) * 60
+    items: list[tuple[str, dict[str, Any]]] = []
+    corrections = sorted({(m, s) for s, m in late if m < closed_before})
+    for minute, sensor in corrections:
+        async with db.execute(
+            _SELECT + " WHERE sensor_id = ? AND minute = ?", (sensor, minute)
+        ) as cursor:
+            rows = [tuple(r) for r in await cursor.fetchall()]
+        items.extend(("minute", b) for b in minute_bodies(rows, correction=True))
+    if boundary > closed_before:
+        async with db.execute(
+            _SELECT + " WHERE minute >= ? AND minute < ?", (closed_before, boundary)
+        ) as cursor:
+            rows = [tuple(r) for r in await cursor.fetchall()]
+        items.extend(("minute", b) for b in minute_bodies(rows))
+        hours_before = int(await _meta(db, "hours_closed_before") or closed_before // 3600 * 3600)
+        hour_boundary = boundary // 3600 * 3600
+        if hour_boundary > hours_before:
+            async with db.execute(
+                _SELECT + " WHERE minute >= ? AND minute < ?", (hours_before, hour_boundary)
+            ) as cursor:
+                hour_rows = [tuple(r) for r in await cursor.fetchall()]
+            items.extend(("minute", b) for b in hour_bodies(hour_rows))
+            await _set_meta(db, "hours_closed_before", str(hour_boundary))
+        await _set_meta(db, "minutes_closed_before", str(boundary))
+    await outbox.put_bodies(db, items, now, clock_synced)
+    return len(items)

@@ -1,0 +1,227 @@
+"""The sync service: one delivery loop per uplink plus housekeeping, owned by one TaskGroup.
+
+Each delivery loop repeats: acknowledge what the last send got acknowledged and pop the
+next batch (one writer operation, so both ride in one commit), send it, back off with
+jitter on failure. Housekeeping appends gateway status records, closes idle minutes,
+expires records past their TTL and prunes delivered ones past the retention time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from cloud_sync.chain import public_key_hex
+from cloud_sync.config import CloudConfig, Hj212UplinkConfig, HttpsUplinkConfig, MqttUplinkConfig
+from cloud_sync.errors import UplinkError
+from cloud_sync.identity import load_or_create_key
+from cloud_sync.outbox import Outbox, OutRecord, classes_of
+from cloud_sync.policy import backoff_delay
+from cloud_sync.transport import Transport
+from edge.clock import clock_synchronised
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_S = 0.2
+HOUSEKEEPING_S = 5.0
+
+
+def key_path(cloud: CloudConfig, db_path: Path) -> Path:
+    """Where the gateway key lives: configured, else next to the database."""
+    return cloud.key_file or db_path.parent / "gateway.key"
+
+
+def make_outbox(gateway_id: str, cloud: CloudConfig | None, db_path: Path) -> Outbox:
+    """The outbox for a gateway config (unsigned, no uplinks, without a cloud section)."""
+    if cloud is None:
+        return Outbox(gateway_id=gateway_id)
+    key = load_or_create_key(key_path(cloud, db_path))
+    return Outbox(
+        gateway_id=gateway_id,
+        key=key,
+        uplinks={u.name: classes_of(u.classes) for u in cloud.uplinks},
+        settings=cloud.outbox,
+    )
+
+
+class CloudSync:
+    """Delivers the outbox over every configured uplink until stopped."""
+
+    def __init__(
+        self,
+        store: Any,
+        cloud: CloudConfig,
+        gateway_id: str,
+        *,
+        transports: Sequence[Transport] | None = None,
+        seed: int | None = None,
+        gateway_config: Any = None,
+    ) -> None:
+        self.store = store
+        self.cloud = cloud
+        self.gateway_id = gateway_id
+        self.outbox: Outbox = store.outbox
+        self._transports = list(transports) if transports is not None else None
+        self._rng = random.Random(seed)
+        self._started = time.monotonic()
+        self.delivered: dict[str, int] = {}
+        self.commands: Any = None
+        self.gateway_config = gateway_config
+
+    def build_transports(self) -> list[Transport]:
+        """One transport per configured uplink."""
+        from cloud_sync.commands import CommandProcessor
+
+        transports: list[Transport] = []
+        for uplink in self.cloud.uplinks:
+            if isinstance(uplink, MqttUplinkConfig):
+                from cloud_sync.mqtt_uplink import MqttUplink
+
+                processor = CommandProcessor(self) if uplink.commands else None
+                mqtt = MqttUplink(
+                    uplink,
+                    self.gateway_id,
+                    on_command=None if processor is None else processor.submit,
+                )
+                if processor is not None:
+                    processor.reply = mqtt.reply
+                    self.commands = processor
+                transports.append(mqtt)
+            elif isinstance(uplink, HttpsUplinkConfig):
+                from cloud_sync.https_uplink import HttpsUplink
+
+                transports.append(HttpsUplink(uplink, self.gateway_id))
+            elif isinstance(uplink, Hj212UplinkConfig):
+                from cloud_sync.hj212_uplink import Hj212Uplink
+
+                hj = Hj212Uplink(uplink, self.gateway_id)
+                for sensor in getattr(self.gateway_config, "sensors", []):
+                    codes = getattr(sensor.decoder, "codes", None)
+                    if codes:
+                        hj.default_codes(codes)
+                transports.append(hj)
+        return transports
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run all loops until ``stop`` is set, then close the uplinks."""
+        transports = self._transports or self.build_transports()
+        await self.append_status("start")
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for transport in transports:
+                    tasks.create_task(
+                        self._deliver_loop(transport, stop),
+                        name=f"offsite-edge.cloud[{transport.name}].deliver",
+                    )
+                tasks.create_task(self._housekeeping(stop), name="offsite-edge.cloud.housekeeping")
+                if self.commands is not None:
+                    tasks.create_task(self.commands.run(stop), name="offsite-edge.cloud.commands")
+        finally:
+            for transport in transports:
+                await transport.close()
+
+    async def append_status(self, event: str, extra: dict[str, Any] | None = None) -> None:
+        """Append a gateway status record (class ``status``)."""
+        outbox = self.outbox
+
+        async def op(db: aiosqlite.Connection) -> None:
+            body: dict[str, Any] = {
+                "type": "status",
+                "event": event,
+                "uptime_s": round(time.monotonic() - self._started, 1),
+                "backlog": await outbox.backlog(db),
+                "evicted_total": outbox.evicted_total,
+                "public_key": None
+                if outbox.key is None
+                else public_key_hex(outbox.key.public_key()),
+                **(extra or {}),
+            }
+            await outbox.put_bodies(db, [("status", body)], time.time(), clock_synchronised())
+
+        await self.store.run(op)
+
+    async def append_audit(self, body: dict[str, Any]) -> None:
+        """Append an audit record (class ``event``), e.g. a command and its outcome."""
+        outbox = self.outbox
+
+        async def op(db: aiosqlite.Connection) -> None:
+            await outbox.put_bodies(db, [("event", body)], time.time(), clock_synchronised())
+
+        await self.store.run(op)
+
+    async def _done_and_pop(self, uplink: str, acked: list[int], limit: int) -> list[OutRecord]:
+        outbox = self.outbox
+
+        async def op(db: aiosqlite.Connection) -> list[OutRecord]:
+            await outbox.done(db, uplink, acked, time.time())
+            return await outbox.pop(db, uplink, limit)
+
+        records: list[OutRecord] = await self.store.run(op)
+        return records
+
+    async def _deliver_loop(self, transport: Transport, stop: asyncio.Event) -> None:
+        name = transport.name
+        limit = next(u.batch_records for u in self.cloud.uplinks if u.name == name)
+        backoff = self.cloud.backoff
+        acked: list[int] = []
+        failures = 0
+        while True:
+            if stop.is_set():
+                # Commit acknowledgements we already have before leaving.
+                if acked:
+                    await self._done_and_pop(name, acked, 0)
+                return
+            try:
+                if not transport.connected:
+                    await transport.connect()
+                records = await self._done_and_pop(name, acked, limit)
+                acked = []
+                if not records:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), IDLE_POLL_S)
+                    continue
+                acked = await transport.send(records)
+                self.delivered[name] = self.delivered.get(name, 0) + len(acked)
+                failures = 0
+            except UplinkError as exc:
+                acked = exc.acked
+                delay = backoff_delay(failures, backoff.initial_s, backoff.max_s, self._rng)
+                failures += 1
+                log.warning(
+                    "uplink send failed uplink=%s error=%s acked=%d retry_in_s=%.1f",
+                    name,
+                    exc,
+                    len(acked),
+                    delay,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        interval = self.cloud.outbox.status_interval_s
+        next_status = time.monotonic() + interval
+        outbox = self.outbox
+
+        async def op(db: aiosqlite.Connection) -> tuple[int, int]:
+            now = time.time()
+            # The commit itself closes finished minutes, so this op also ticks the minutes.
+            return await outbox.expire(db, now, clock_synchronised()), await outbox.prune(db, now)
+
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), HOUSEKEEPING_S)
+            expired, pruned = await self.store.run(op)
+            if expired or pruned:
+                log.info("outbox housekeeping expired=%d pruned=%d", expired, pruned)
+            if time.monotonic() >= next_status:
+                next_status = time.monotonic() + interval
+                await self.append_status("periodic")
+        await self.append_status("stop")

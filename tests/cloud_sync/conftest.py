@@ -1,0 +1,105 @@
+"""Fixtures for cloud sync: a persistent "cloud" mosquitto, the reference receiver, helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud_sync.config import CloudConfig
+from cloud_sync.receiver import Receiver, ReceiverConfig
+from edge.events import Event, EventStatus, Severity
+
+
+def persistent_conf(directory: Path) -> str:
+    """mosquitto settings for a cloud broker that keeps sessions across a restart."""
+    return f"persistence true\npersistence_location {directory}/\nautosave_interval 1\n"
+
+
+@pytest.fixture
+def cloud_broker(mosquitto_factory: Callable[..., Any], tmp_path: Path) -> Any:
+    """A mosquitto that keeps queued messages over a restart (like a real cloud broker)."""
+    data = tmp_path / "broker"
+    data.mkdir()
+    return mosquitto_factory(persistent_conf(data))
+
+
+def cloud_config(port: int, **outbox: Any) -> CloudConfig:
+    """A cloud section with one MQTT uplink to 127.0.0.1:``port``, fast retries."""
+    return CloudConfig.model_validate(
+        {
+            "uplinks": [
+                {
+                    "type": "mqtt",
+                    "name": "cloud",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "ack_timeout_s": 3,
+                    "batch_records": 200,
+                }
+            ],
+            "backoff": {"initial_s": 0.1, "max_s": 0.5},
+            "outbox": {"status_interval_s": 3600, **outbox},
+        }
+    )
+
+
+def alarm(n: int) -> Event:
+    """An instant alarm with a recognisable detail."""
+    return Event(
+        kind="exceedance",
+        source="fume-01",
+        severity=Severity.ALARM,
+        status=EventStatus.INSTANT,
+        started_at=time.time(),
+        detail={"n": n},
+    )
+
+
+def info(n: int) -> Event:
+    """A routine event."""
+    return Event(
+        kind="note",
+        source="gw",
+        severity=Severity.INFO,
+        status=EventStatus.INSTANT,
+        started_at=time.time(),
+        detail={"n": n},
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_receiver(tmp_path: Path, **kw: Any) -> AsyncIterator[Receiver]:
+    """The reference receiver, running in this event loop."""
+    receiver = Receiver(ReceiverConfig(db=tmp_path / "cloud.db", **kw))
+    stop = asyncio.Event()
+    task = asyncio.create_task(receiver.run(stop))
+    await asyncio.wait_for(receiver.ready.wait(), 10)
+    try:
+        yield receiver
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+def api(port: int, path: str) -> Any:
+    """GET a receiver API path (plain HTTP)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``predicate`` until true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not reached in time")
