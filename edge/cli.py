@@ -146,6 +146,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sensor_mode(args: argparse.Namespace) -> int:
+    """Put a sensor into maintenance/calibration or back to normal."""
+    from edge.sensor_modes import request_mode
+
+    config = _load(args.config)
+    if args.sensor_id not in {s.id for s in config.sensors}:
+        print(f"unknown sensor {args.sensor_id!r}", file=sys.stderr)
+        return 2
+    mode = args.mode if args.state == "on" else "normal"
+    try:
+        request_mode(config.store.path, args.sensor_id, mode, args.who, args.why)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{args.sensor_id}: {mode} requested by {args.who}; the gateway applies it within 1 s")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run broker, simulator and gateway together and show what happens."""
     from edge.demo import run_demo
@@ -196,6 +214,21 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", required=True)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+
+    sensors = commands.add_parser("sensors", help="technician actions on sensors")
+    sensor_commands = sensors.add_subparsers(dest="sensors_command", required=True)
+    maintenance = sensor_commands.add_parser(
+        "maintenance", help="flag a sensor's readings as maintenance (M) or calibration (C)"
+    )
+    maintenance.add_argument("sensor_id")
+    maintenance.add_argument("state", choices=["on", "off"])
+    maintenance.add_argument("--config", required=True)
+    maintenance.add_argument("--who", required=True, help="technician's name or id")
+    maintenance.add_argument("--why", required=True, help="reason, kept in the audit trail")
+    maintenance.add_argument(
+        "--mode", choices=["maintenance", "calibration"], default="maintenance"
+    )
+    maintenance.set_defaults(func=cmd_sensor_mode)
 
     demo = commands.add_parser("demo", help="embedded broker + simulator + gateway, live")
     demo.add_argument("--duration", type=float, help="stop after this many seconds")

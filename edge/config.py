@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cloud_sync.config import CloudConfig
+from sensors.standards import HealthConfig, StandardRef
 
 
 class _Model(BaseModel):
@@ -307,6 +308,14 @@ class SensorConfig(_Model):
         min_length=1, description="Quantities the sensor reports, with units and calibration."
     )
     location: str = Field(default="", max_length=200, description="Where it is installed.")
+    standard: StandardRef | None = Field(
+        default=None,
+        description="The standard profile its readings are judged against (none: stored only).",
+    )
+    health: HealthConfig = Field(
+        default_factory=HealthConfig,
+        description="When the sensor counts as offline or stuck.",
+    )
 
     @field_validator("topic")
     @classmethod

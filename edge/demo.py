@@ -18,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from edge.config import GatewayConfig
 from edge.config_file import parse_config
 from edge.gateway import run_gateway
@@ -68,17 +70,38 @@ async def embedded_broker(port: int) -> Any:
         await broker.shutdown()
 
 
-def _format_event(event: dict[str, Any]) -> str:
+_SHOWN = (
+    "quantity",
+    "window_value",
+    "value",
+    "limit_max",
+    "limit_min",
+    "peak",
+    "silent_s",
+    "mode",
+    "who",
+)
+
+
+def _format_event(event: dict[str, Any], change: str) -> str:
     detail = event.get("detail", {})
-    extra = " ".join(f"{k}={v}" for k, v in detail.items() if not isinstance(v, dict | list))
+    parts = []
+    for key in _SHOWN:
+        value = detail.get(key)
+        if value is not None:
+            parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
+    clause = detail.get("clause")
+    if clause and change == "OPEN":
+        parts.append(f"[{clause}]")
     return (
-        f"EVENT #{event['seq']:<4} {event['severity'].upper():<7} {event['status']:<7} "
-        f"{event['kind']:<20} {event['source']:<12} {extra}"
+        f"EVENT #{event['seq']:<5} {event['severity'].upper():<7} {change:<6} "
+        f"{event['kind']:<20} {event['source']:<10} {' '.join(parts)}"
     )
 
 
 async def _display(config: GatewayConfig, stop: asyncio.Event, every_s: float = 2.0) -> None:
     seen_seq = 0
+    known: set[str] = set()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)
@@ -90,7 +113,12 @@ async def _display(config: GatewayConfig, stop: asyncio.Event, every_s: float = 
             continue
         for event in events:
             seen_seq = max(seen_seq, int(event["seq"]))
-            print(_format_event(event))
+            if event["status"] in {"closed", "instant"}:
+                change = event["status"].upper()
+            else:
+                change = "update" if event["event_id"] in known else "OPEN"
+            known.add(event["event_id"])
+            print(_format_event(event, change))
         parts = []
         for s in status.sensors:
             values = " ".join(f"{q}={v[0]:.2f}" for q, v in s.last_values.items())
@@ -112,6 +140,11 @@ async def run_demo(
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = demo_config(port, workdir)
+    config_file = workdir / "gateway.yaml"
+    config_file.write_text(
+        yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True), allow_unicode=True),
+        encoding="utf-8",
+    )
     print(f"offsite-edge demo: broker 127.0.0.1:{port}, database {config.store.path}")
     print("injecting: fume-01 exceedance after 20 s, water-01 stuck, soil-01 silent after 30 s,")
     print("           2 % malformed payloads.  Ctrl-C to stop.")
@@ -139,6 +172,6 @@ async def run_demo(
             gateway_stop.set()
             await gateway
             await display
-    print(f"demo stopped; the database stays at {config.store.path}")
-    print("inspect it with: offsite-edge status --config <config pointing at it>")
+    print(f"demo stopped; its database stays at {config.store.path}")
+    print(f"inspect it with: offsite-edge status --config {config_file}")
     return config

@@ -1,4 +1,4 @@
-"""The gateway's lifecycle: open the store, receive, commit, shut down in order.
+"""The gateway's lifecycle: open the store, receive, judge, commit, shut down in order.
 
 Shutdown runs in reverse dependency order: stop intake, commit and acknowledge what was
 received, then close the store.
@@ -9,43 +9,137 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+import time
 
 from cloud_sync.sync import CloudSync, make_outbox
 from edge.config import GatewayConfig
+from edge.events import Event, EventStatus
+from edge.sensor_modes import ModeRequest, read_requests
 from edge.store import Store
 from sensors.intake import Intake
+from sensors.maintenance import Mode
+from sensors.monitor import SensorMonitor, build_monitors
 from sensors.mqtt_ingest import MqttIngest
+from sensors.standards import load_profiles
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 60.0
+MODE_POLL_S = 1.0
+
+
+class GatewaySetupError(RuntimeError):
+    """The config is valid but cannot be put to work (e.g. a standard profile mismatch)."""
+
+
+def build_sensor_monitors(config: GatewayConfig) -> dict[str, SensorMonitor]:
+    """One standards/health monitor per sensor, from the shipped standard profiles."""
+    try:
+        return build_monitors(config.sensors, load_profiles(), site=config.site.name)
+    except ValueError as exc:
+        raise GatewaySetupError(str(exc)) from exc
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def _prune_loop(store: Store, keep: int, stop: asyncio.Event) -> None:
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), PRUNE_EVERY_S)
+        await _wait(stop, PRUNE_EVERY_S)
         deleted = await store.prune_dead_letters(keep)
         if deleted:
             log.info("dead letters pruned deleted=%d kept=%d", deleted, keep)
 
 
+class _ModeFollower:
+    """Applies technicians' maintenance requests (see ``edge.sensor_modes``)."""
+
+    def __init__(self, config: GatewayConfig, monitors: dict[str, SensorMonitor]) -> None:
+        self._config = config
+        self._monitors = monitors
+        self._applied: dict[str, ModeRequest] = {}
+
+    def changes(self, requests: dict[str, ModeRequest]) -> list[Event]:
+        events = []
+        for sensor_id, request in requests.items():
+            monitor = self._monitors.get(sensor_id)
+            if monitor is None or self._applied.get(sensor_id) == request:
+                continue
+            self._applied[sensor_id] = request
+            if monitor.mode.mode is Mode(request.mode):
+                continue  # e.g. "normal" for a sensor that never left it
+            events.append(
+                monitor.set_mode(request.mode, request.who, request.why, request.requested_at)
+            )
+            log.info(
+                "sensor mode sensor=%s mode=%s who=%s why=%r",
+                sensor_id,
+                request.mode,
+                request.who,
+                request.why,
+            )
+        return events
+
+
+async def _close_stale_events(store: Store) -> None:
+    """Close events a previous run left open: their lifecycle state died with it."""
+    now = time.time()
+    for event in await store.open_events():
+        await store.emit(
+            Event(
+                kind=event.kind,
+                source=event.source,
+                severity=event.severity,
+                status=EventStatus.CLOSED,
+                started_at=event.started_at,
+                event_id=event.event_id,
+                ended_at=now,
+                detail={**event.detail, "closed_by": "gateway restart"},
+            )
+        )
+
+
 async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
     """Run the gateway until ``stop`` is set; return after a clean shutdown."""
+    monitors = build_sensor_monitors(config)
     log.info(
-        "gateway starting id=%s sensors=%d db=%s",
+        "gateway starting id=%s sensors=%d judged=%d db=%s",
         config.gateway.id,
         len(config.sensors),
+        sum(1 for s in config.sensors if s.standard is not None),
         config.store.path,
     )
     outbox = make_outbox(config.gateway.id, config.cloud, config.store.path)
     async with await Store.open(config.store.path, outbox=outbox) as store:
-        intake = Intake(config)
-        ingest = MqttIngest(config, intake, store.commit)
+        await _close_stale_events(store)
+        intake = Intake(config, monitors=monitors)
+        # Monitors are fed from the MQTT thread; tick and mode changes take the same lock.
+        lock = threading.Lock()
+        modes = _ModeFollower(config, monitors)
+
+        def tick(now: float) -> list[Event]:
+            events: list[Event] = []
+            for monitor in monitors.values():
+                events.extend(monitor.tick(now))
+            return events
+
+        ingest = MqttIngest(config, intake, store.commit, tick=tick, lock=lock)
+
+        async def follow_modes() -> None:
+            while not stop.is_set():
+                requests = await asyncio.to_thread(read_requests, config.store.path)
+                with lock:
+                    intake.add_events(modes.changes(requests))
+                await _wait(stop, MODE_POLL_S)
+
         async with asyncio.TaskGroup() as tasks:
             if config.cloud is not None:
                 sync = CloudSync(store, config.cloud, config.gateway.id, gateway_config=config)
                 tasks.create_task(sync.run(stop), name="offsite-edge.cloud")
+            tasks.create_task(follow_modes(), name="offsite-edge.modes")
             tasks.create_task(ingest.run(stop), name="offsite-edge.ingest")
             tasks.create_task(
                 _prune_loop(store, config.store.dead_letter_keep, stop),

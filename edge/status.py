@@ -124,12 +124,22 @@ def read_status(config: GatewayConfig, *, dead_letter_limit: int = 5) -> Gateway
 
 
 def recent_events(path: Path, *, after_seq: int = 0, limit: int = 50) -> list[dict[str, Any]]:
-    """Event changes from the outbox after ``after_seq``, oldest first."""
+    """Events changed after sequence number ``after_seq``, in the order they changed."""
     with contextlib_closing(connect_read_only(path)) as db:
         return [
-            json.loads(r["body"])
+            {
+                "seq": r["seq"],
+                "event_id": r["id"],
+                "kind": r["kind"],
+                "source": r["source"],
+                "severity": r["severity"],
+                "status": r["status"],
+                "started_at": r["started_at"],
+                "ended_at": r["ended_at"],
+                "detail": json.loads(r["detail"]),
+            }
             for r in db.execute(
-                "SELECT body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+                "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
             )
         ]
 

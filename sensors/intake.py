@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from edge.config import GatewayConfig, SensorConfig
 from edge.events import Event
@@ -67,13 +68,34 @@ class _Quantity:
         self.energy = energy
 
 
+class ReadingMonitor(Protocol):
+    """What the intake tells a sensor's standards monitor (see ``sensors.monitor``).
+
+    ``observe`` runs on the hot path for every stored reading, so it must be O(1).
+    """
+
+    @property
+    def forced_flag(self) -> str | None:
+        """A data flag to force onto readings (``M`` in maintenance, ``C`` calibrating)."""
+        ...
+
+    def observe(self, quantity: str, value: float, flag: str, ts: float) -> None:
+        """One stored reading: calibrated value, data flag, device time."""
+        ...
+
+    def out_of_range(self, quantity: str, value: float, ts: float) -> None:
+        """One calibrated value outside the instrument's physical range."""
+        ...
+
+
 class _Channel:
     """One sensor's compiled decoding and calibration."""
 
-    __slots__ = ("decode", "history", "quantities", "sensor_id")
+    __slots__ = ("decode", "history", "monitor", "quantities", "sensor_id")
 
-    def __init__(self, sensor: SensorConfig, history: int) -> None:
+    def __init__(self, sensor: SensorConfig, history: int, monitor: ReadingMonitor | None) -> None:
         self.sensor_id = sensor.id
+        self.monitor = monitor
         self.decode: Decoder = decoder_for(sensor)
         self.quantities = {
             q.name: _Quantity(
@@ -84,12 +106,6 @@ class _Channel:
         self.history: deque[tuple[float, str, float, str]] = deque(maxlen=history)
 
 
-# Observers see every stored reading (sensor, quantity, value, flag, device time); the
-# standards rules hook in here. They run on the hot path, so they must be O(1).
-ReadingObserver = Callable[[str, str, float, str, float], None]
-RangeObserver = Callable[[str, str, float, float], None]
-
-
 class Intake:
     """Stateful, single-threaded message screening and aggregation."""
 
@@ -97,14 +113,15 @@ class Intake:
         self,
         config: GatewayConfig,
         *,
-        on_reading: ReadingObserver | None = None,
-        on_out_of_range: RangeObserver | None = None,
+        monitors: Mapping[str, ReadingMonitor] | None = None,
     ) -> None:
-        self._channels = {s.topic: _Channel(s, config.store.raw_history) for s in config.sensors}
+        monitors = monitors or {}
+        self._channels = {
+            s.topic: _Channel(s, config.store.raw_history, monitors.get(s.id))
+            for s in config.sensors
+        }
         self._max_payload = config.ingest.max_payload_bytes
         self._keep_bytes = config.ingest.dead_letter_payload_bytes
-        self._on_reading = on_reading
-        self._on_out_of_range = on_out_of_range
         self._batch = Batch()
         self.dead_letter_total = 0
         self.reading_total = 0
@@ -173,7 +190,8 @@ class Intake:
         aggregates = batch.aggregates
         activity = self._activity(sensor_id)
         minute = int(timestamp // 60) * 60
-        on_reading = self._on_reading
+        monitor = channel.monitor
+        forced = None if monitor is None else monitor.forced_flag
         for name, raw, flag in values:
             q = channel.quantities[name]
             value = raw * q.gain + q.offset
@@ -182,9 +200,11 @@ class Intake:
                     f"{name}: calibrated value {value:g} outside the physical range "
                     f"[{q.low:g}, {q.high:g}]"
                 )
-                if self._on_out_of_range is not None:
-                    self._on_out_of_range(sensor_id, name, value, timestamp)
+                if monitor is not None:
+                    monitor.out_of_range(name, value, timestamp)
                 continue
+            if forced is not None:
+                flag = forced  # technician's maintenance/calibration mode
             key = (sensor_id, name, flag, minute)
             acc = aggregates.get(key)
             if acc is None:
@@ -194,8 +214,8 @@ class Intake:
             activity.readings += 1
             activity.last_values[name] = (value, flag, timestamp)
             channel.history.append((timestamp, name, value, flag))
-            if on_reading is not None:
-                on_reading(sensor_id, name, value, flag, timestamp)
+            if monitor is not None:
+                monitor.observe(name, value, flag, timestamp)
         self.reading_total += len(values)
         activity.last_seen = now
         if problems:

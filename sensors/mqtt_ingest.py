@@ -95,6 +95,7 @@ class MqttIngest:
         commit: Committer,
         *,
         tick: Ticker | None = None,
+        lock: threading.Lock | None = None,
     ) -> None:
         self._config = config
         self._intake = intake
@@ -102,7 +103,8 @@ class MqttIngest:
         self._tick = tick
         self._interval = config.store.commit_interval_ms / 1000.0
         self._max_batch = config.store.commit_max_readings
-        self._lock = threading.Lock()
+        # Guards the intake (and whatever it feeds) between the MQTT thread and asyncio.
+        self._lock = lock or threading.Lock()
         self._acks: list[tuple[int, int]] = []
         self._generation = 0
         self._accepting = True

@@ -62,6 +62,14 @@ def reading(sensor_kind: str, quantity: QuantityConfig, t: float, rng: random.Ra
         value = 7.4 + 0.3 * math.sin(t / 7200.0) + rng.gauss(0, 0.02)
     elif name in {"do", "dissolved_oxygen"}:
         value = 6.5 + 1.0 * math.sin(t / 43200.0 * math.pi) + rng.gauss(0, 0.05)
+    elif name == "cod":
+        value = 12.0 + 2.0 * math.sin(t / 5400.0) + rng.gauss(0, 0.3)
+    elif name in {"nh3n", "nh3-n"}:
+        value = 0.45 + 0.1 * math.sin(t / 6000.0) + abs(rng.gauss(0, 0.02))
+    elif name in {"pm", "particulate"}:
+        value = 1.2 + 1.5 * _meal_peak(hour) + abs(rng.gauss(0, 0.1))
+    elif name == "nmhc":
+        value = 2.5 + 3.0 * _meal_peak(hour) + abs(rng.gauss(0, 0.2))
     elif name in {"moisture", "soil_moisture"}:
         value = 28.0 - (t % 86400) / 86400.0 * 3.0 + rng.gauss(0, 0.2)
     elif name in {"temperature", "temp"}:
@@ -160,7 +168,7 @@ class Scenario:
     """Sensors whose values break their limits (after ``exceed_after`` seconds)."""
     exceed_after: float = 0.0
     stuck: set[str] = field(default_factory=set)
-    """Sensors that repeat one value (flat line)."""
+    """Sensors whose first quantity repeats one value (a frozen electrode, a flat line)."""
     silent: set[str] = field(default_factory=set)
     """Sensors that stop publishing (after ``silent_after`` seconds)."""
     silent_after: float = 0.0
@@ -194,7 +202,11 @@ class Simulator:
                 continue
             values = {q.name: reading(sensor.kind, q, t, self._rng) for q in sensor.quantities}
             if sensor.id in self.scenario.stuck:
-                values = self._stuck_values.setdefault(sensor.id, values)
+                frozen_name = sensor.quantities[0].name
+                frozen = self._stuck_values.setdefault(
+                    sensor.id, {frozen_name: values[frozen_name]}
+                )
+                values = {**values, **frozen}
             if sensor.id in self.scenario.exceed and elapsed >= self.scenario.exceed_after:
                 first = sensor.quantities[0]
                 values = {**values, first.name: exceeding(first, values[first.name])}

@@ -16,7 +16,12 @@ def sensor(sensor_id: str, topic: str, **overrides: Any) -> dict[str, Any]:
         "id": sensor_id,
         "kind": "noise",
         "topic": topic,
-        "decoder": {"type": "json", "fields": {"LA": "la"}, "timestamp": "ts", "timestamp_format": "epoch_ms"},
+        "decoder": {
+            "type": "json",
+            "fields": {"LA": "la"},
+            "timestamp": "ts",
+            "timestamp_format": "epoch_ms",
+        },
         "quantities": [{"name": "LA", "unit": "dB(A)", "range": [20, 140]}],
     }
     base.update(overrides)
@@ -24,7 +29,12 @@ def sensor(sensor_id: str, topic: str, **overrides: Any) -> dict[str, Any]:
 
 
 def gateway_dict(
-    db: Path, *, port: int = 1883, sensors: list[dict[str, Any]] | None = None, gateway_id: str = "gw-test", **sections: Any
+    db: Path,
+    *,
+    port: int = 1883,
+    sensors: list[dict[str, Any]] | None = None,
+    gateway_id: str = "gw-test",
+    **sections: Any,
 ) -> dict[str, Any]:
     """A complete gateway config as a dict (what the YAML would hold)."""
     data: dict[str, Any] = {

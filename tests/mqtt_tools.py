@@ -15,9 +15,18 @@ from paho.mqtt.enums import CallbackAPIVersion
 _ids = itertools.count()
 
 
-def publish_all(host: str, port: int, messages: Iterable[tuple[str, bytes]], *, qos: int = 1, timeout: float = 30.0) -> int:
+def publish_all(
+    host: str,
+    port: int,
+    messages: Iterable[tuple[str, bytes]],
+    *,
+    qos: int = 1,
+    timeout: float = 30.0,
+) -> int:
     """Publish and wait until the broker has acknowledged every message (QoS 1)."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-pub-{time.time_ns()}-{next(_ids)}")
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"test-pub-{time.time_ns()}-{next(_ids)}"
+    )
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     client.connect(host, port)

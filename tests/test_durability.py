@@ -34,20 +34,30 @@ def test_kill_9_loses_nothing_acknowledged(mosquitto, tmp_path, trial):
     tag = f"kill{trial}-{os.getpid()}-{time.time_ns() % 10**6}"
     topic = f"{tag}/noise"
     db = tmp_path / "g.db"
-    data = gateway_dict(db, port=mosquitto.port, gateway_id=tag, sensors=[sensor("noise-01", topic)])
-    data["store"].update(commit_interval_ms=rng.choice([20, 50, 200]), commit_max_readings=rng.choice([50, 500]))
+    data = gateway_dict(
+        db, port=mosquitto.port, gateway_id=tag, sensors=[sensor("noise-01", topic)]
+    )
+    data["store"].update(
+        commit_interval_ms=rng.choice([20, 50, 200]), commit_max_readings=rng.choice([50, 500])
+    )
     config_path = tmp_path / "gateway.yaml"
     config_path.write_text(yaml.safe_dump(data, allow_unicode=True))
     client_id = f"offsite-edge-{tag}"
     subscribe_session(mosquitto.host, mosquitto.port, client_id, [topic])
 
     messages = [(topic, noise_payload(40 + i % 50, i * 60_000)) for i in range(READINGS)]
-    publisher = threading.Thread(target=publish_all, args=(mosquitto.host, mosquitto.port, messages))
+    publisher = threading.Thread(
+        target=publish_all, args=(mosquitto.host, mosquitto.port, messages)
+    )
     log = (tmp_path / "gateway.log").open("wb")
     gateway = _start(config_path, log)
     publisher.start()
     # Kill somewhere in the middle of the stream, once something has been committed.
-    assert wait_for(lambda: query(db, "SELECT count(*) FROM minute_aggregates")[0:1] not in ([], [(0,)]), 30, 0.005)
+    assert wait_for(
+        lambda: query(db, "SELECT count(*) FROM minute_aggregates")[0:1] not in ([], [(0,)]),
+        30,
+        0.005,
+    )
     time.sleep(rng.uniform(0.0, 0.3))
     gateway.send_signal(signal.SIGKILL)
     gateway.wait(10)
@@ -57,9 +67,9 @@ def test_kill_9_loses_nothing_acknowledged(mosquitto, tmp_path, trial):
 
     gateway = _start(config_path, log)
     try:
-        assert wait_for(lambda: query(db, "SELECT count(*) FROM minute_aggregates")[0][0] == READINGS, 60), (
-            (tmp_path / "gateway.log").read_text()[-3000:]
-        )
+        assert wait_for(
+            lambda: query(db, "SELECT count(*) FROM minute_aggregates")[0][0] == READINGS, 60
+        ), (tmp_path / "gateway.log").read_text()[-3000:]
     finally:
         gateway.send_signal(signal.SIGTERM)
         assert gateway.wait(30) == 0, "gateway did not stop cleanly on SIGTERM"

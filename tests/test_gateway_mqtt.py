@@ -74,7 +74,9 @@ def test_readings_and_every_bad_input_class(mosquitto, tmp_path):
         "kind": "soil",
         "topic": soil_topic,
         "decoder": {"type": "number"},
-        "quantities": [{"name": "moisture", "unit": "%", "range": [0, 100], "calibration": {"gain": 0.1}}],
+        "quantities": [
+            {"name": "moisture", "unit": "%", "range": [0, 100], "calibration": {"gain": 0.1}}
+        ],
     }
     db = tmp_path / "g.db"
     config = gateway_config(
@@ -87,7 +89,9 @@ def test_readings_and_every_bad_input_class(mosquitto, tmp_path):
     good_frame = hj212.build_frame(
         "QN=1;ST=31;CN=2011;PW=1;MN=M1;Flag=4;CP=&&DataTime=20240101080000;a34098-Rtd=1.5,a34098-Flag=N&&"
     )
-    bad_crc = good_frame[:-6] + (b"0000" if not good_frame.endswith(b"0000\r\n") else b"1111") + b"\r\n"
+    bad_crc = (
+        good_frame[:-6] + (b"0000" if not good_frame.endswith(b"0000\r\n") else b"1111") + b"\r\n"
+    )
     bad_length = b"##0999" + good_frame[6:]
     bad = [
         (noise_topic, b"\xff\xfe garbage"),
@@ -107,7 +111,12 @@ def test_readings_and_every_bad_input_class(mosquitto, tmp_path):
     with GatewayThread(config):
         assert wait_for(lambda: query(db, "SELECT 1 FROM meta"), 10)
         publish_all(mosquitto.host, mosquitto.port, messages)
-        assert wait_for(lambda: _total(db) == len(good) and len(query(db, "SELECT id FROM dead_letters")) == len(bad))
+        assert wait_for(
+            lambda: (
+                _total(db) == len(good)
+                and len(query(db, "SELECT id FROM dead_letters")) == len(bad)
+            )
+        )
     reasons = [r for (r,) in query(db, "SELECT reason FROM dead_letters ORDER BY id")]
     for expected in (
         "not UTF-8",
@@ -122,21 +131,31 @@ def test_readings_and_every_bad_input_class(mosquitto, tmp_path):
         "'wet' is not a number",
     ):
         assert sum(expected in r for r in reasons) == 1, (expected, reasons)
-    assert query(db, "SELECT count, min_value, max_value FROM minute_aggregates WHERE sensor_id = 'soil-01'")[0] == (
+    assert query(
+        db, "SELECT count, min_value, max_value FROM minute_aggregates WHERE sensor_id = 'soil-01'"
+    )[0] == (
         20,
         25.3,
         25.3,
     )
-    assert query(db, "SELECT sum(count) FROM minute_aggregates WHERE sensor_id = 'fume-01'") == [(20,)]
+    assert query(db, "SELECT sum(count) FROM minute_aggregates WHERE sensor_id = 'fume-01'") == [
+        (20,)
+    ]
 
 
 def test_readings_published_while_the_gateway_is_down_arrive_after_restart(mosquitto, tmp_path):
     tag = _unique()
     db = tmp_path / "g.db"
-    config = gateway_config(db, port=mosquitto.port, gateway_id=f"gw-{tag}", sensors=[sensor("n", f"{tag}/n")])
+    config = gateway_config(
+        db, port=mosquitto.port, gateway_id=f"gw-{tag}", sensors=[sensor("n", f"{tag}/n")]
+    )
     with GatewayThread(config):
         assert wait_for(lambda: query(db, "SELECT 1 FROM meta"), 10)
-    publish_all(mosquitto.host, mosquitto.port, [(f"{tag}/n", noise_payload(55, i * 60_000)) for i in range(200)])
+    publish_all(
+        mosquitto.host,
+        mosquitto.port,
+        [(f"{tag}/n", noise_payload(55, i * 60_000)) for i in range(200)],
+    )
     with GatewayThread(config):
         assert wait_for(lambda: _total(db) == 200)
     assert query(db, "SELECT count(*), max(count) FROM minute_aggregates") == [(200, 1)]
@@ -147,9 +166,13 @@ def test_messages_are_acknowledged_only_after_commit(mosquitto, tmp_path):
     tag = _unique()
     topic = f"{tag}/n"
     db = tmp_path / "g.db"
-    config = gateway_config(db, port=mosquitto.port, gateway_id=f"gw-{tag}", sensors=[sensor("n", topic)])
+    config = gateway_config(
+        db, port=mosquitto.port, gateway_id=f"gw-{tag}", sensors=[sensor("n", topic)]
+    )
     subscribe_session(mosquitto.host, mosquitto.port, config.client_id, [topic])
-    publish_all(mosquitto.host, mosquitto.port, [(topic, noise_payload(55, i * 60_000)) for i in range(50)])
+    publish_all(
+        mosquitto.host, mosquitto.port, [(topic, noise_payload(55, i * 60_000)) for i in range(50)]
+    )
 
     received = []
 

@@ -31,13 +31,19 @@ def _problems(text: str) -> list[str]:
 def test_every_problem_reported_with_path_and_line():
     text = EXAMPLE.read_text(encoding="utf-8")
     text = text.replace("port: 1883", "port: 188300")
-    text = text.replace("      - {name: DO, unit: mg/L, range: [0, 20]}", "      - {name: DO, unit: mg/L, range: [20, 0]}")
+    text = text.replace(
+        "      - {name: DO, unit: mg/L, range: [0, 20]}",
+        "      - {name: DO, unit: mg/L, range: [20, 0]}",
+    )
     text = text.replace("    topic: site/fume/01", "    topic: site/fume/01\n    topik: typo")
     problems = _problems(text)
     lines = text.splitlines()
     port_line = next(i for i, line in enumerate(lines, 1) if "188300" in line)
     typo_line = next(i for i, line in enumerate(lines, 1) if "topik" in line)
-    assert f"site.yaml:{port_line}: broker.port: Input should be less than or equal to 65535" in problems
+    assert (
+        f"site.yaml:{port_line}: broker.port: Input should be less than or equal to 65535"
+        in problems
+    )
     assert f"site.yaml:{typo_line}: sensors[1].topik: Extra inputs are not permitted" in problems
     assert any("sensors[2].quantities[1].range: must be two finite numbers" in p for p in problems)
     assert len(problems) == 3
@@ -57,18 +63,43 @@ def test_duplicate_keys_are_errors(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda d: d["site"].update(credit_code="91350100M000100Y44"), "check character is '4', expected '3'"),
+        (
+            lambda d: d["site"].update(credit_code="91350100M000100Y44"),
+            "check character is '4', expected '3'",
+        ),
         (lambda d: d["site"].update(credit_code="ABC"), "must be 18 characters"),
         (lambda d: d["sensors"].append(dict(d["sensors"][0])), "sensor ids repeat"),
         (lambda d: d["sensors"][0].update(topic="site/+/noise"), "must be an exact topic"),
-        (lambda d: d["sensors"][0]["decoder"]["fields"].update(LB="x"), "decoder maps quantities that are not declared"),
-        (lambda d: d["sensors"][0].update(kind="radiation"), "Input should be 'noise', 'gas', 'water' or 'soil'"),
-        (lambda d: d["sensors"][0].update(decoder={"type": "xml"}), "does not match any of the expected tags"),
-        (lambda d: d["broker"].update(password_env="PW"), "password_env is set but username_env is not"),
-        (lambda d: d["broker"].update(tls={"enabled": True, "cert_file": "c.pem"}), "cert_file and key_file"),
-        (lambda d: d["sensors"][0].update(decoder={"type": "number"}, quantities=[
-            {"name": "a", "unit": "x", "range": [0, 1]}, {"name": "b", "unit": "x", "range": [0, 1]}]),
-         "number decoder needs exactly one quantity"),
+        (
+            lambda d: d["sensors"][0]["decoder"]["fields"].update(LB="x"),
+            "decoder maps quantities that are not declared",
+        ),
+        (
+            lambda d: d["sensors"][0].update(kind="radiation"),
+            "Input should be 'noise', 'gas', 'water' or 'soil'",
+        ),
+        (
+            lambda d: d["sensors"][0].update(decoder={"type": "xml"}),
+            "does not match any of the expected tags",
+        ),
+        (
+            lambda d: d["broker"].update(password_env="PW"),
+            "password_env is set but username_env is not",
+        ),
+        (
+            lambda d: d["broker"].update(tls={"enabled": True, "cert_file": "c.pem"}),
+            "cert_file and key_file",
+        ),
+        (
+            lambda d: d["sensors"][0].update(
+                decoder={"type": "number"},
+                quantities=[
+                    {"name": "a", "unit": "x", "range": [0, 1]},
+                    {"name": "b", "unit": "x", "range": [0, 1]},
+                ],
+            ),
+            "number decoder needs exactly one quantity",
+        ),
     ],
 )
 def test_invalid_values_are_refused(tmp_path, change, message):
@@ -99,7 +130,11 @@ def test_check_character():
 
 def _cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, timeout=60, cwd=REPO
+        [sys.executable, "-m", "edge.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
     )
 
 

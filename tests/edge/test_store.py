@@ -16,7 +16,15 @@ def _rows(db, sql, *args):
 
 def _event(status=EventStatus.OPEN, event_id=None, severity=Severity.ALARM):
     kwargs = {"event_id": event_id} if event_id else {}
-    return Event(kind="exceedance", source="noise-01", severity=severity, status=status, started_at=1.0, detail={"limit": 55}, **kwargs)
+    return Event(
+        kind="exceedance",
+        source="noise-01",
+        severity=severity,
+        status=status,
+        started_at=1.0,
+        detail={"limit": 55},
+        **kwargs,
+    )
 
 
 def test_aggregates_merge_across_commits(tmp_path):
@@ -24,13 +32,15 @@ def test_aggregates_merge_across_commits(tmp_path):
 
     async def main():
         async with await Store.open(db) as store:
-            await store.commit(Batch(aggregates={("s", "LA", "N", 60): [2, 50.0, 60.0, 110.0, 1.1e6]}))
+            await store.commit(
+                Batch(aggregates={("s", "LA", "N", 60): [2, 50.0, 60.0, 110.0, 1.1e6]})
+            )
             await store.commit(Batch(aggregates={("s", "LA", "N", 60): [1, 40.0, 55.0, 40.0, 1e4]}))
 
     asyncio.run(main())
-    assert _rows(db, "SELECT count, min_value, max_value, sum_value, energy_sum FROM minute_aggregates") == [
-        (3, 40.0, 60.0, 150.0, pytest.approx(1.11e6))
-    ]
+    assert _rows(
+        db, "SELECT count, min_value, max_value, sum_value, energy_sum FROM minute_aggregates"
+    ) == [(3, 40.0, 60.0, 150.0, pytest.approx(1.11e6))]
     assert _rows(db, "PRAGMA journal_mode") == [("wal",)]
 
 
@@ -40,7 +50,9 @@ def test_dead_letters_sensor_state_and_counters(tmp_path):
 
     async def main():
         async with await Store.open(db) as store:
-            first = SensorActivity(last_seen=5.0, readings=3, dead_letters=1, last_values={"LA": (50.0, "N", 4.0)})
+            first = SensorActivity(
+                last_seen=5.0, readings=3, dead_letters=1, last_values={"LA": (50.0, "N", 4.0)}
+            )
             second = SensorActivity(last_seen=6.0, readings=2, last_values={"DO": (5.0, "M", 6.0)})
             await store.commit(Batch(dead_letters=[dead], activity={"s": first}))
             await store.commit(Batch(dead_letters=[dead, dead], activity={"s": second}))
@@ -61,12 +73,18 @@ def test_event_sequence_is_monotonic_across_restarts_and_lifecycle_is_kept(tmp_p
 
     async def first_run():
         async with await Store.open(db) as store:
-            return [await store.emit(opened), await store.emit(_event(EventStatus.UPDATE, opened.event_id))]
+            return [
+                await store.emit(opened),
+                await store.emit(_event(EventStatus.UPDATE, opened.event_id)),
+            ]
 
     async def second_run():
         async with await Store.open(db) as store:
             assert [e.event_id for e in await store.open_events()] == [opened.event_id]
-            return [await store.emit(_event(EventStatus.CLOSED, opened.event_id)), await store.emit(_event())]
+            return [
+                await store.emit(_event(EventStatus.CLOSED, opened.event_id)),
+                await store.emit(_event()),
+            ]
 
     seqs = asyncio.run(first_run()) + asyncio.run(second_run())
     assert seqs == [1, 2, 3, 4]
@@ -82,13 +100,17 @@ def test_concurrent_commits_are_grouped_into_fewer_transactions(tmp_path):
 
     async def main():
         async with await Store.open(db) as store:
-            seqs = await asyncio.gather(*(store.emit(_event(severity=Severity.WARNING)) for _ in range(50)))
+            seqs = await asyncio.gather(
+                *(store.emit(_event(severity=Severity.WARNING)) for _ in range(50))
+            )
             return seqs, store.commits
 
     seqs, commits = asyncio.run(main())
     assert sorted(seqs) == list(range(1, 51))
     assert commits < 50
-    assert _rows(db, "SELECT count(*), min(data_class), max(data_class) FROM outbox") == [(50, "event", "event")]
+    assert _rows(db, "SELECT count(*), min(data_class), max(data_class) FROM outbox") == [
+        (50, "event", "event")
+    ]
 
 
 def test_close_commits_what_is_queued(tmp_path):
@@ -109,7 +131,12 @@ def test_prune_dead_letters_keeps_the_newest(tmp_path):
 
     async def main():
         async with await Store.open(db) as store:
-            letters = [DeadLetter(received_at=float(i), topic="t", sensor_id=None, reason=str(i), payload=b"") for i in range(10)]
+            letters = [
+                DeadLetter(
+                    received_at=float(i), topic="t", sensor_id=None, reason=str(i), payload=b""
+                )
+                for i in range(10)
+            ]
             await store.commit(Batch(dead_letters=letters))
             return await store.prune_dead_letters(3)
 

@@ -4,7 +4,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sensors.aggregate import add_reading, leq, leq_from_energy, mean, merge, minute_start, new_accumulator
+from sensors.aggregate import (
+    add_reading,
+    leq,
+    leq_from_energy,
+    mean,
+    merge,
+    minute_start,
+    new_accumulator,
+)
 
 levels = st.lists(st.floats(min_value=0, max_value=140, allow_nan=False), min_size=1, max_size=200)
 

@@ -30,7 +30,9 @@ def test_json_field_mapping_flags_and_timestamp():
 
 
 def test_json_iso_timestamp_needs_offset():
-    config = JsonDecoderConfig(type="json", fields={"v": "v"}, timestamp="t", timestamp_format="iso8601")
+    config = JsonDecoderConfig(
+        type="json", fields={"v": "v"}, timestamp="t", timestamp_format="iso8601"
+    )
     decode = json_decoder(config)
     assert decode(b'{"t": "2024-01-01T08:00:00+08:00", "v": 1}').timestamp == 1704067200.0
     with pytest.raises(DecodeError, match="no time zone"):
@@ -80,8 +82,13 @@ def test_json_bad_flag_is_a_problem():
 
 
 _json_values = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5),
-    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=3),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=3),
 )
 
 

@@ -85,7 +85,14 @@ def test_build_parse_round_trip(values, flag):
     for code, value in values.items():
         cp[f"{code}-Rtd"] = value
         cp[f"{code}-Flag"] = flag
-    header = {"QN": "20240101120000000", "ST": "23", "CN": "2011", "PW": "1", "MN": "X", "Flag": "4"}
+    header = {
+        "QN": "20240101120000000",
+        "ST": "23",
+        "CN": "2011",
+        "PW": "1",
+        "MN": "X",
+        "Flag": "4",
+    }
     frame = hj212.parse_frame(hj212.build_frame(hj212.build_data_segment(header, cp)))
     assert dict(frame.header) == header
     assert dict(frame.cp) == cp

@@ -10,7 +10,14 @@ def _config(tmp_path, **overrides):
     noise = sensor(
         "noise-01",
         "t/noise",
-        quantities=[{"name": "LA", "unit": "dB(A)", "range": [20, 140], "calibration": {"gain": 1.0, "offset": -0.5}}],
+        quantities=[
+            {
+                "name": "LA",
+                "unit": "dB(A)",
+                "range": [20, 140],
+                "calibration": {"gain": 1.0, "offset": -0.5},
+            }
+        ],
     )
     water = {
         "id": "water-01",
@@ -19,7 +26,12 @@ def _config(tmp_path, **overrides):
         "decoder": {"type": "json", "fields": {"pH": "ph", "DO": "do"}},
         "quantities": [
             {"name": "pH", "unit": "pH", "range": [0, 14]},
-            {"name": "DO", "unit": "mg/L", "range": [0, 20], "calibration": {"gain": 2.0, "offset": 1.0}},
+            {
+                "name": "DO",
+                "unit": "mg/L",
+                "range": [0, 20],
+                "calibration": {"gain": 2.0, "offset": 1.0},
+            },
         ],
     }
     return gateway_config(tmp_path / "g.db", sensors=[noise, water], **overrides)
@@ -61,8 +73,12 @@ def test_calibration_and_minute_aggregate(tmp_path):
         ("t/noise", b"{" + b" " * 300 + b"}", "exceeds the 256-byte limit"),
     ],
 )
-def test_bad_input_becomes_a_dead_letter_and_valid_traffic_continues(tmp_path, topic, payload, reason):
-    intake = Intake(_config(tmp_path, ingest={"max_payload_bytes": 256, "dead_letter_payload_bytes": 16}))
+def test_bad_input_becomes_a_dead_letter_and_valid_traffic_continues(
+    tmp_path, topic, payload, reason
+):
+    intake = Intake(
+        _config(tmp_path, ingest={"max_payload_bytes": 256, "dead_letter_payload_bytes": 16})
+    )
     intake.accept("t/noise", _noise(60.5), 1.0)
     intake.accept(topic, payload, 2.0)
     intake.accept("t/noise", _noise(61.5), 3.0)
@@ -92,14 +108,30 @@ def test_history_keeps_the_last_n_readings(tmp_path):
     assert [value for _, _, value, _ in intake.history("noise-01")] == [42.0, 43.0, 44.0]
 
 
-def test_observers_see_stored_and_out_of_range_readings(tmp_path):
-    seen, faults = [], []
-    intake = Intake(
-        _config(tmp_path),
-        on_reading=lambda *a: seen.append(a),
-        on_out_of_range=lambda *a: faults.append(a),
-    )
+class RecordingMonitor:
+    def __init__(self, forced_flag=None):
+        self.forced_flag = forced_flag
+        self.seen, self.faults = [], []
+
+    def observe(self, *args):
+        self.seen.append(args)
+
+    def out_of_range(self, *args):
+        self.faults.append(args)
+
+
+def test_monitor_sees_stored_and_out_of_range_readings(tmp_path):
+    monitor = RecordingMonitor()
+    intake = Intake(_config(tmp_path), monitors={"noise-01": monitor})
     intake.accept("t/noise", _noise(60.5, 1000), 0.0)
     intake.accept("t/noise", _noise(10.0, 2000), 0.0)
-    assert seen == [("noise-01", "LA", 60.0, "N", 1.0)]
-    assert faults == [("noise-01", "LA", 9.5, 2.0)]
+    assert monitor.seen == [("LA", 60.0, "N", 1.0)]
+    assert monitor.faults == [("LA", 9.5, 2.0)]
+
+
+def test_maintenance_flag_is_forced_onto_stored_readings(tmp_path):
+    monitor = RecordingMonitor(forced_flag="M")
+    intake = Intake(_config(tmp_path), monitors={"noise-01": monitor})
+    intake.accept("t/noise", _noise(60.5, 60_000), 0.0)
+    assert list(intake.cut().aggregates) == [("noise-01", "LA", "M", 60)]
+    assert monitor.seen == [("LA", 60.0, "M", 60.0)]
