@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mosquitto import Mosquitto  # noqa: E402
+from mosquitto import Mosquitto
 
 
 @pytest.fixture(scope="session")
