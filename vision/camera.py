@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -83,9 +84,19 @@ class FrameQueue:
                     self._cond.wait(timeout=0.1)
             self._items.append(frame)
             self.put_count += 1
+            self._cond.notify_all()
         if self._notify is not None:
             self._notify()
         return True
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """Oldest queued frame, waiting up to ``timeout`` seconds (for thread consumers)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: bool(self._items), timeout):
+                return None
+            frame = self._items.popleft()
+            self._cond.notify_all()
+            return frame
 
     def pop_nowait(self) -> Frame | None:
         """Oldest queued frame, or None."""
@@ -134,11 +145,13 @@ class CameraReader:
         *,
         generation: int = 0,
         opener: Callable[[str | int], Any] = open_capture,
+        niceness: int = 5,
     ) -> None:
         self.config = config
         self.queue = queue
         self.gate = MotionGate(config.motion)
         self._opener = opener
+        self.niceness = niceness
         self._stop = threading.Event()
         self.started_at = time.monotonic()
         self.last_frame_at: float | None = None
@@ -169,6 +182,14 @@ class CameraReader:
 
     def _run(self) -> None:
         cap: Any = None
+        if self.niceness and hasattr(os, "setpriority"):
+            # Linux niceness is per thread. Decoding at a lower priority than inference
+            # keeps the reader from pre-empting one of onnxruntime's intra-op threads,
+            # which stalls the whole parallel operator (a convoy), not just one core.
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.niceness)
+            except OSError:
+                log.debug("cannot lower reader thread priority", extra={"camera": self.config.id})
         try:
             cap = self._opener(self.config.source)
             if cap is None or not cap.isOpened():

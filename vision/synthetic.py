@@ -266,17 +266,19 @@ def kitchen_frames(
         yield img
 
 
-def write_clip(path: Path, frames: Iterable[npt.NDArray[np.uint8]], fps: float = 10.0) -> Path:
-    """Write BGR frames to an MJPG ``.avi`` with ``cv2.VideoWriter``."""
+def write_clip(
+    path: Path, frames: Iterable[npt.NDArray[np.uint8]], fps: float = 10.0, fourcc: str = "MJPG"
+) -> Path:
+    """Write BGR frames with ``cv2.VideoWriter`` (MJPG ``.avi`` or ``mp4v`` ``.mp4``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     writer: Any = None
     try:
         for img in frames:
             if writer is None:
                 h, w = img.shape[:2]
-                writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
+                writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, (w, h))
                 if not writer.isOpened():
-                    raise OSError(f"OpenCV cannot write MJPG video to {path}")
+                    raise OSError(f"OpenCV cannot write {fourcc} video to {path}")
             writer.write(img)
     finally:
         if writer is not None:
