@@ -19,11 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
-
 
 from vision.camera import CameraReader, FrameQueue
 from vision.config import (
