@@ -32,10 +32,7 @@ async def gateway(tmp_path: Path, port: int, **outbox):
 
 
 def alarms_of(receiver) -> list[int]:
-    return [
-        r["body"]["detail"]["n"]
-        for r in receiver.db.records(data_class="alarm", limit=100000)
-    ]
+    return [r["body"]["detail"]["n"] for r in receiver.db.records(data_class="alarm", limit=100000)]
 
 
 def test_broker_down_for_whole_ingest_then_up(cloud_broker, tmp_path: Path) -> None:
