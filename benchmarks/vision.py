@@ -19,12 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from vision.camera import CameraReader, FrameQueue
-from vision.config import (
+# Run as a script, this file's folder is sys.path[0] and this file (vision.py) would
+# shadow the vision package: put the repository root first instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+from vision.camera import CameraReader, FrameQueue  # noqa: E402
+from vision.config import (  # noqa: E402
     CameraConfig,
     DetectorConfig,
     MotionConfig,
@@ -32,9 +39,9 @@ from vision.config import (
     ViolationRuleConfig,
     VisionConfig,
 )
-from vision.detector import Detector
-from vision.synthetic import kitchen_frames, write_clip
-from vision.violations import RuleEngine
+from vision.detector import Detector  # noqa: E402
+from vision.synthetic import kitchen_frames, write_clip  # noqa: E402
+from vision.violations import RuleEngine  # noqa: E402
 
 
 def _rules_config(detector: Detector, clip: Path, model: Path) -> VisionConfig:
