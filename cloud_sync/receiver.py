@@ -361,7 +361,7 @@ class Receiver:
         except (TimeoutError, ValueError, ConnectionError, asyncio.IncompleteReadError) as exc:
             status, body = 400, {"error": str(exc) or type(exc).__name__}
         data = json.dumps(body, ensure_ascii=False).encode()
-        with contextlib.suppress(ConnectionError, ssl.SSLError):
+        try:
             writer.write(
                 f"HTTP/1.1 {status} {'OK' if status < 300 else 'Error'}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
@@ -369,8 +369,12 @@ class Receiver:
                 + data
             )
             await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            log.info("http client went away status=%d", status)
+        finally:
             writer.close()
-            await writer.wait_closed()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
 
     async def _http_exchange(self, reader: asyncio.StreamReader) -> tuple[int, Any]:
         request = (await reader.readline()).decode("latin-1").split()

@@ -234,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
     demo.add_argument("--data-dir", type=Path, help="keep the demo database here")
     demo.set_defaults(func=cmd_demo)
+
+    from cloud_sync.cli import add_cloud_commands
+
+    add_cloud_commands(commands)
     return parser
 
 
