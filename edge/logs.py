@@ -10,7 +10,9 @@ def setup_logging(level: str = "INFO") -> None:
     """Log to stderr as ``time level logger message``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+        logging.Formatter(
+            "%(asctime)s.%(msecs)03d %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S"
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
