@@ -1,4 +1,5 @@
 import contextlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -119,3 +120,10 @@ def test_single_byte_corruption_is_detected_or_changes_the_frame(position, flip)
     except hj212.FrameError:
         return
     assert hj212.build_data_segment(parsed.header, parsed.cp) != OFFICIAL
+
+
+def test_readme_example_frame_is_valid():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    line = next(line for line in readme.splitlines() if line.startswith("##0"))
+    frame = hj212.parse_frame(line.replace("\\r\\n", "\r\n").encode())
+    assert frame.cp["a34098-Flag"] == "N"
