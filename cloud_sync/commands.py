@@ -10,7 +10,6 @@ delivered durably even when the reply message is lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -80,11 +79,18 @@ def write_atomically(path: Path, text: str) -> None:
 class CommandProcessor:
     """Executes commands one at a time, in arrival order."""
 
-    def __init__(self, sync: CloudSync, *, config_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        sync: CloudSync,
+        *,
+        config_path: Path | None = None,
+        on_config_applied: Callable[[], None] | None = None,
+    ) -> None:
         self.sync = sync
         self.config_path = config_path
+        self.on_config_applied = on_config_applied
         self.reply: Callable[[dict[str, Any]], None] | None = None
-        self.maintenance: dict[str, bool] = {}
+        self._restart_after_reply = False
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=100)
 
     def submit(self, payload: bytes) -> None:
@@ -119,6 +125,10 @@ class CommandProcessor:
         except CommandError as exc:
             outcome = {"id": command.id, "ok": False, "error": str(exc)}
         await self._finish(outcome, {"type": command.type, "args": command.args}, received)
+        if self._restart_after_reply and self.on_config_applied is not None:
+            # Only now: the audit record of the change is committed before the restart.
+            self._restart_after_reply = False
+            self.on_config_applied()
         return outcome
 
     async def _finish(
@@ -138,18 +148,37 @@ class CommandProcessor:
             await self.sync.append_status("requested", {"command_id": command.id})
             return {"status": "appended to the outbox"}
         if command.type == "maintenance":
-            sensor_id = str(command.args["sensor_id"])
-            self.maintenance[sensor_id] = bool(command.args["on"])
-            return {"sensor_id": sensor_id, "maintenance": self.maintenance[sensor_id]}
-        return await self._apply_config(command.args["config"])
+            return await self._maintenance(command)
+        return await self._apply_config(command.args["config"], command.id)
 
-    async def _apply_config(self, raw: dict[str, Any]) -> dict[str, Any]:
+    async def _maintenance(self, command: Command) -> dict[str, Any]:
+        from edge.sensor_modes import request_mode
+
+        sensor_id = str(command.args["sensor_id"])
+        known = {s.id for s in getattr(self.sync.gateway_config, "sensors", [])}
+        if known and sensor_id not in known:
+            raise CommandError(f"unknown sensor {sensor_id!r}")
+        mode = str(command.args.get("mode", "maintenance")) if command.args["on"] else "normal"
+        if mode not in {"maintenance", "calibration", "normal"}:
+            raise CommandError("mode must be maintenance or calibration")
+        who = str(command.args.get("who") or f"cloud command {command.id}")
+        why = str(command.args.get("why") or "remote command")
+        # The same path as the technician's CLI: the gateway applies it within a second.
+        await asyncio.to_thread(request_mode, self.sync.store.path, sensor_id, mode, who, why)
+        return {"sensor_id": sensor_id, "mode": mode}
+
+    async def _apply_config(self, raw: dict[str, Any], command_id: str) -> dict[str, Any]:
         from edge.config import GatewayConfig
+        from edge.gateway import GatewaySetupError, build_sensor_monitors
+        from edge.supervisor import mark_pending
 
         try:
             config = GatewayConfig.model_validate(raw)
+            build_sensor_monitors(config)  # standard profiles resolve for every sensor
         except ValidationError as exc:
             raise CommandError(f"invalid config: {exc.error_count()} errors: {exc}") from None
+        except GatewaySetupError as exc:
+            raise CommandError(f"invalid config: {exc}") from None
         if config.gateway.id != self.sync.gateway_id:
             raise CommandError("config is for another gateway")
         if self.config_path is None:
@@ -157,7 +186,13 @@ class CommandProcessor:
         import yaml
 
         text = yaml.safe_dump(config.model_dump(mode="json"), allow_unicode=True, sort_keys=False)
-        with contextlib.suppress(OSError):
+        timeout = (
+            config.cloud.rollback_timeout_s if config.cloud else self.sync.cloud.rollback_timeout_s
+        )
+        try:
             await asyncio.to_thread(write_atomically, self.config_path, text)
-            return {"applied": True, "restart": True}
-        raise CommandError("could not write the config file")
+            await asyncio.to_thread(mark_pending, self.config_path, command_id, timeout)
+        except OSError as exc:
+            raise CommandError(f"could not write the config file: {exc}") from None
+        self._restart_after_reply = True
+        return {"applied": True, "restart": True, "rollback_timeout_s": timeout}

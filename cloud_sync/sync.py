@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,8 @@ class CloudSync:
         transports: Sequence[Transport] | None = None,
         seed: int | None = None,
         gateway_config: Any = None,
+        config_path: Path | None = None,
+        on_config_applied: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.cloud = cloud
@@ -75,6 +77,10 @@ class CloudSync:
         self.delivered: dict[str, int] = {}
         self.commands: Any = None
         self.gateway_config = gateway_config
+        self.config_path = config_path
+        self.on_config_applied = on_config_applied
+        # Set once any uplink has connected: proof that a new config still reaches the cloud.
+        self.connected = asyncio.Event()
 
     def build_transports(self) -> list[Transport]:
         """One transport per configured uplink."""
@@ -85,7 +91,15 @@ class CloudSync:
             if isinstance(uplink, MqttUplinkConfig):
                 from cloud_sync.mqtt_uplink import MqttUplink
 
-                processor = CommandProcessor(self) if uplink.commands else None
+                processor = (
+                    CommandProcessor(
+                        self,
+                        config_path=self.config_path,
+                        on_config_applied=self.on_config_applied,
+                    )
+                    if uplink.commands
+                    else None
+                )
                 mqtt = MqttUplink(
                     uplink,
                     self.gateway_id,
@@ -182,6 +196,7 @@ class CloudSync:
             try:
                 if not transport.connected:
                     await transport.connect()
+                self.connected.set()
                 records = await self._done_and_pop(name, acked, limit)
                 acked = []
                 if not records:

@@ -50,15 +50,22 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the gateway until SIGINT/SIGTERM."""
-    from edge.gateway import run_gateway
+    """Run the gateway until SIGINT/SIGTERM; SIGHUP reloads the config file."""
+    from edge.gateway import GatewaySetupError, build_sensor_monitors
+    from edge.supervisor import supervise
 
     config = _load(args.config)
+    try:
+        build_sensor_monitors(config)
+    except GatewaySetupError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
-        stop = asyncio.Event()
+        stop, reload = asyncio.Event(), asyncio.Event()
         _install_stop(stop)
-        await run_gateway(config, stop)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload.set)
+        await supervise(Path(args.config), config, stop, reload)
 
     asyncio.run(main())
     return 0

@@ -14,9 +14,10 @@ import time
 
 from cloud_sync.sync import CloudSync, make_outbox
 from edge.config import GatewayConfig
-from edge.events import Event, EventStatus
+from edge.events import Event, EventStatus, Severity
 from edge.sensor_modes import ModeRequest, read_requests
 from edge.store import Store
+from edge.supervisor import Control, confirm, read_pending, roll_back
 from sensors.intake import Intake
 from sensors.maintenance import Mode
 from sensors.monitor import SensorMonitor, build_monitors
@@ -102,8 +103,53 @@ async def _close_stale_events(store: Store) -> None:
         )
 
 
-async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
-    """Run the gateway until ``stop`` is set; return after a clean shutdown."""
+async def _confirm_or_roll_back(
+    store: Store, control: Control, connected: asyncio.Event, stop: asyncio.Event
+) -> None:
+    """After a remote config change: confirm it once an uplink connects, else roll back."""
+    pending = read_pending(control.config_path)
+    if pending is None:
+        return
+    timeout = float(str(pending.get("timeout_s", 60.0)))
+    waits = [asyncio.ensure_future(connected.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    if stop.is_set() and not connected.is_set():
+        return  # stopped before the verdict: decide after the next start
+    detail = {"command_id": pending.get("command_id"), "file": str(control.config_path)}
+    if connected.is_set():
+        await asyncio.to_thread(confirm, control.config_path)
+        kind, severity = "config_confirmed", Severity.INFO
+        log.info("config confirmed file=%s", control.config_path)
+    else:
+        restored = await asyncio.to_thread(roll_back, control.config_path)
+        kind, severity = "config_rolled_back", Severity.WARNING
+        detail |= {"reason": f"no uplink connected within {timeout:g} s", "restored": restored}
+        log.warning("config rolled back file=%s timeout_s=%g", control.config_path, timeout)
+        control.restart.set()
+    await store.emit(
+        Event(
+            kind=kind,
+            source=control.config_path.name,
+            severity=severity,
+            status=EventStatus.INSTANT,
+            started_at=time.time(),
+            detail=detail,
+        )
+    )
+
+
+async def run_gateway(
+    config: GatewayConfig, stop: asyncio.Event, *, control: Control | None = None
+) -> None:
+    """Run the gateway until ``stop`` is set; return after a clean shutdown.
+
+    With a ``control`` (see ``edge.supervisor``), remote config commands are applied to its
+    file and a pending change is confirmed or rolled back.
+    """
     monitors = build_sensor_monitors(config)
     log.info(
         "gateway starting id=%s sensors=%d judged=%d db=%s",
@@ -136,9 +182,23 @@ async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
                 await _wait(stop, MODE_POLL_S)
 
         async with asyncio.TaskGroup() as tasks:
+            connected = asyncio.Event()
             if config.cloud is not None:
-                sync = CloudSync(store, config.cloud, config.gateway.id, gateway_config=config)
+                sync = CloudSync(
+                    store,
+                    config.cloud,
+                    config.gateway.id,
+                    gateway_config=config,
+                    config_path=None if control is None else control.config_path,
+                    on_config_applied=None if control is None else control.restart.set,
+                )
+                connected = sync.connected
                 tasks.create_task(sync.run(stop), name="offsite-edge.cloud")
+            if control is not None:
+                tasks.create_task(
+                    _confirm_or_roll_back(store, control, connected, stop),
+                    name="offsite-edge.config-watchdog",
+                )
             tasks.create_task(follow_modes(), name="offsite-edge.modes")
             tasks.create_task(ingest.run(stop), name="offsite-edge.ingest")
             tasks.create_task(

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Appended, not prepended: tests/vision must not shadow the real vision package.
+sys.path.append(str(Path(__file__).resolve().parent))
 
 from mosquitto import Mosquitto
 
