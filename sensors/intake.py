@@ -192,7 +192,7 @@ class Intake:
         minute = int(timestamp // 60) * 60
         monitor = channel.monitor
         forced = None if monitor is None else monitor.forced_flag
-        for name, raw, flag in values:
+        for name, raw, payload_flag in values:
             q = channel.quantities[name]
             value = raw * q.gain + q.offset
             if not (q.low <= value <= q.high) or not math.isfinite(value):
@@ -203,8 +203,8 @@ class Intake:
                 if monitor is not None:
                     monitor.out_of_range(name, value, timestamp)
                 continue
-            if forced is not None:
-                flag = forced  # technician's maintenance/calibration mode
+            # A technician's maintenance/calibration mode overrides the device's flag.
+            flag = payload_flag if forced is None else forced
             key = (sensor_id, name, flag, minute)
             acc = aggregates.get(key)
             if acc is None:
