@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cloud_sync.config import CloudConfig
 from sensors.standards import HealthConfig, StandardRef
+from vision.config import VisionConfig
 
 
 class _Model(BaseModel):
@@ -356,6 +357,10 @@ class GatewayConfig(_Model):
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="Local MQTT broker.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="Local SQLite store.")
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Message screening.")
+    vision: VisionConfig | None = Field(
+        default=None,
+        description="Kitchen cameras and violation detection (明厨亮灶); none: no video.",
+    )
     sensors: list[SensorConfig] = Field(default_factory=list, description="Installed sensors.")
     cloud: CloudConfig | None = Field(
         default=None, description="Store-and-forward to the supervision cloud (none: local only)."

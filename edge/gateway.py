@@ -9,8 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
 
 from cloud_sync.sync import CloudSync, make_outbox
 from edge.config import GatewayConfig
@@ -142,6 +146,42 @@ async def _confirm_or_roll_back(
     )
 
 
+def evidence_delivered(db_path: Path) -> Callable[[str], bool]:
+    """Whether the violation event bound to a snapshot hash has reached the cloud.
+
+    Used by the evidence quota to delete delivered snapshots first; it runs only when the
+    quota is exceeded, so a scan of the outbox is acceptable.
+    """
+
+    def delivered(sha256: str) -> bool:
+        try:
+            with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)) as db:
+                row = db.execute(
+                    "SELECT 1 FROM outbox WHERE delivered_at IS NOT NULL AND instr(body, ?) > 0"
+                    " LIMIT 1",
+                    (sha256,),
+                ).fetchone()
+        except sqlite3.Error:
+            return False
+        return row is not None
+
+    return delivered
+
+
+async def _run_vision(config: GatewayConfig, store: Store, stop: asyncio.Event) -> None:
+    # Imported here: OpenCV, numpy and onnxruntime cost memory a camera-less gateway need not pay.
+    from vision.service import VisionService
+
+    assert config.vision is not None
+    async with VisionService(
+        config.vision,
+        store,
+        data_dir=config.store.path.parent,
+        is_delivered=evidence_delivered(config.store.path),
+    ):
+        await stop.wait()
+
+
 async def run_gateway(
     config: GatewayConfig, stop: asyncio.Event, *, control: Control | None = None
 ) -> None:
@@ -199,6 +239,8 @@ async def run_gateway(
                     _confirm_or_roll_back(store, control, connected, stop),
                     name="offsite-edge.config-watchdog",
                 )
+            if config.vision is not None:
+                tasks.create_task(_run_vision(config, store, stop), name="offsite-edge.vision")
             tasks.create_task(follow_modes(), name="offsite-edge.modes")
             tasks.create_task(ingest.run(stop), name="offsite-edge.ingest")
             tasks.create_task(

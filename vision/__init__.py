@@ -8,6 +8,9 @@ See :mod:`vision.service` for how the gateway runs the pipeline and
 :mod:`vision.detector` for using the detector on its own.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from vision.config import (
     CameraConfig,
     DetectorConfig,
@@ -18,9 +21,30 @@ from vision.config import (
     VisionConfig,
     ZoneConfig,
 )
-from vision.detector import Detection, Detector, DetectorError
-from vision.layouts import Layout, LayoutError
-from vision.service import VisionService
+
+if TYPE_CHECKING:
+    from vision.detector import Detection, Detector, DetectorError
+    from vision.layouts import Layout, LayoutError
+    from vision.service import VisionService
+
+# The detector and service pull in numpy, OpenCV and onnxruntime (~60 MB): load them on
+# first use, so that a gateway without cameras can read its config without paying for them.
+_LAZY = {
+    "Detection": "vision.detector",
+    "Detector": "vision.detector",
+    "DetectorError": "vision.detector",
+    "Layout": "vision.layouts",
+    "LayoutError": "vision.layouts",
+    "VisionService": "vision.service",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vision' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "CameraConfig",
