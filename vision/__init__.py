@@ -8,8 +8,8 @@ See :mod:`vision.service` for how the gateway runs the pipeline and
 :mod:`vision.detector` for using the detector on its own.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import typing as _typing
 
 from vision.config import (
     CameraConfig,
@@ -22,7 +22,7 @@ from vision.config import (
     ZoneConfig,
 )
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from vision.detector import Detection, Detector, DetectorError
     from vision.layouts import Layout, LayoutError
     from vision.service import VisionService
@@ -39,11 +39,15 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'vision' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return getattr(_importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [
