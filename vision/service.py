@@ -13,7 +13,9 @@ closes open episodes with ``closed_by: shutdown`` and awaits every task: no orph
 Inference never runs on the event loop: a single dedicated worker thread runs the
 detector (onnxruntime itself uses ``detector.threads`` cores). The inference task visits
 the cameras round-robin and takes at most one frame per camera per round, so cameras
-share the inference budget fairly; each camera's queue keeps only its newest frames.
+share the inference budget fairly. A live camera's reader thread fills a queue that keeps
+only its newest frames; a file replay (``realtime: false``) has no reader thread, the
+worker pulls its next frame itself when it gets to it (see :mod:`vision.camera`).
 
 Events emitted (``source`` = camera id):
 
@@ -38,7 +40,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from edge.events import Event, EventSink, EventStatus, Severity
-from vision.camera import CameraReader, Frame, FrameQueue, open_capture
+from vision.camera import CameraReader, Frame, FrameQueue, open_capture, pulls_on_demand
 from vision.config import CameraConfig, VisionConfig, source_kind
 from vision.detector import Detection, Detector
 from vision.evidence import EvidenceStore
@@ -80,13 +82,14 @@ class _Camera:
         self.stats.sampled = self._retired_sampled + (r.sampled if r else 0)
         self.stats.dropped = self.queue.dropped
 
-    def retire_reader(self) -> None:
+    def retire_reader(self) -> CameraReader | None:
         r = self.reader
         if r is not None:
             r.stop()
             self._retired_decoded += r.decoded
             self._retired_sampled += r.sampled
             self.reader = None
+        return r
 
 
 class VisionService:
@@ -179,7 +182,7 @@ class VisionService:
         finally:
             for cam in self._cameras.values():
                 cam.refresh_stats()
-                cam.retire_reader()
+                self._retire(cam)
             self._infer_pool.shutdown(wait=True)
             self._io_pool.shutdown(wait=True)
         if failure is not None and exc is None:
@@ -202,9 +205,23 @@ class VisionService:
 
     def _start_reader(self, cam: _Camera) -> None:
         cam.generation += 1
-        reader = CameraReader(cam.config, cam.queue, generation=cam.generation, opener=self._opener)
+        reader = CameraReader(
+            cam.config,
+            cam.queue,
+            generation=cam.generation,
+            opener=self._opener,
+            pull=pulls_on_demand(cam.config),
+        )
         cam.reader = reader
         reader.start()
+        self._work.set()  # a pulled reader is ready at once: wake the inference loop
+
+    def _retire(self, cam: _Camera) -> None:
+        reader = cam.retire_reader()
+        if reader is not None and reader.pull_mode:
+            # Its capture belongs to the inference worker: release it there, after any
+            # pull in progress.
+            self._infer_pool.submit(reader.close)
 
     async def _supervise(self, cam: _Camera) -> None:
         """Watchdog: offline after ``watchdog_s`` silence; reopen stalled/ended readers."""
@@ -215,9 +232,13 @@ class VisionService:
             await asyncio.sleep(tick)
             reader = cam.reader
             assert reader is not None
+            now = time.monotonic()
             if reader.last_frame_at is not None:
                 cam.last_frame_at = max(cam.last_frame_at, reader.last_frame_at)
-            now = time.monotonic()
+                if reader.pull_mode and reader.alive and reader.pulling_since is None:
+                    # A replay waiting for its turn at the detector is not silent; only a
+                    # pull that blocks counts.
+                    cam.last_frame_at = now
             silent = now - cam.last_frame_at
             cam.refresh_stats()
             if reader.last_frame_at is not None and not cam.stats.online:
@@ -249,7 +270,7 @@ class VisionService:
                         "delay_s": round(delay, 2),
                     },
                 )
-                cam.retire_reader()
+                self._retire(cam)
                 cam.stats.reopens += 1
                 await asyncio.sleep(delay)
                 self._start_reader(cam)
@@ -306,15 +327,28 @@ class VisionService:
                 # round: a busy camera cannot starve the others.
                 for i in range(len(order)):
                     cam = order[(start + i) % len(order)]
-                    frame = cam.queue.pop_nowait()
-                    if frame is None:
-                        continue
-                    progressed = True
+                    reader = cam.reader
                     self._busy = True
                     try:
-                        detections = await loop.run_in_executor(
-                            self._infer_pool, detector.detect, frame.image
-                        )
+                        if reader is not None and reader.pull_mode:
+                            if not reader.alive:
+                                continue
+                            progressed = True
+                            pulled = await loop.run_in_executor(
+                                self._infer_pool, _pull_and_detect, reader, detector
+                            )
+                            if pulled is None:
+                                continue
+                            frame, detections = pulled
+                        else:
+                            queued = cam.queue.pop_nowait()
+                            if queued is None:
+                                continue
+                            progressed = True
+                            frame = queued
+                            detections = await loop.run_in_executor(
+                                self._infer_pool, detector.detect, frame.image
+                            )
                         cam.stats.inferences += 1
                         await self._handle(cam, frame, detections)
                     finally:
@@ -455,3 +489,13 @@ class VisionService:
         for cam in self._cameras.values():
             cam.refresh_stats()
         return {cid: cam.stats for cid, cam in self._cameras.items()}
+
+
+def _pull_and_detect(
+    reader: CameraReader, detector: Detector
+) -> tuple[Frame, list[Detection]] | None:
+    """Inference worker: read a replayed camera's next gated frame and run the detector."""
+    frame = reader.pull()
+    if frame is None:
+        return None
+    return frame, detector.detect(frame.image)
