@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from cloud_sync.config import CloudConfig
+from cloud_sync.receiver import Receiver, ReceiverConfig
 from edge.config import GatewayConfig
 from edge.config_file import parse_config
 from edge.gateway import run_gateway
@@ -38,16 +40,40 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def demo_config(port: int, data_dir: Path) -> GatewayConfig:
-    """The packaged example config, pointed at the embedded broker and a demo database."""
+def demo_config(port: int, data_dir: Path, *, with_vision: bool = True) -> GatewayConfig:
+    """The packaged example config, pointed at the embedded broker and a demo database.
+
+    It also gets a cloud uplink (MQTT to the same embedded broker, where the reference
+    receiver listens) and, with ``with_vision``, one kitchen camera replaying a synthetic
+    clip through a small hand-weighted ONNX detector.
+    """
     text = (resources.files("offsite_configs") / DEMO_CONFIG).read_text(encoding="utf-8")
     config = parse_config(text, file=DEMO_CONFIG)
-    return config.model_copy(
-        update={
-            "broker": config.broker.model_copy(update={"port": port}),
-            "store": config.store.model_copy(update={"path": data_dir / "demo.db"}),
+    cloud = CloudConfig.model_validate(
+        {
+            "uplinks": [
+                {
+                    "type": "mqtt",
+                    "name": "cloud",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "protocol": "3.1.1",  # amqtt speaks MQTT 3.1.1
+                }
+            ]
         }
     )
+    update: dict[str, Any] = {
+        "broker": config.broker.model_copy(update={"port": port}),
+        "store": config.store.model_copy(update={"path": data_dir / "demo.db"}),
+        "cloud": cloud,
+    }
+    if with_vision:
+        from vision.synthetic import demo_config as vision_demo_config
+        from vision.synthetic import write_demo_assets
+
+        model, clip = write_demo_assets(data_dir)
+        update["vision"] = vision_demo_config(model, clip)
+    return config.model_copy(update=update)
 
 
 @contextlib.asynccontextmanager
@@ -80,6 +106,10 @@ _SHOWN = (
     "silent_s",
     "mode",
     "who",
+    "violation",
+    "median_score",
+    "zone",
+    "snapshot_path",
 )
 
 
@@ -99,9 +129,23 @@ def _format_event(event: dict[str, Any], change: str) -> str:
     )
 
 
-async def _display(config: GatewayConfig, stop: asyncio.Event, every_s: float = 2.0) -> None:
+def _show_cloud_alarms(receiver: Receiver, after: int) -> int:
+    for record in receiver.db.records(data_class="alarm", after=after):
+        after = max(after, int(record["arrival"]))
+        body = record["body"]
+        print(
+            f"CLOUD  ← alarm #{record['seq']:<5} {body.get('kind', body.get('type', '?')):<20} "
+            f"{body.get('source', ''):<10} {body.get('status', '')} "
+            f"(signed, {'resent' if record['resent'] else 'first delivery'})"
+        )
+    return after
+
+
+async def _display(
+    config: GatewayConfig, receiver: Receiver, stop: asyncio.Event, every_s: float = 2.0
+) -> None:
     seen_seq = 0
-    known: set[str] = set()
+    cloud_arrival = 0
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)
@@ -113,12 +157,9 @@ async def _display(config: GatewayConfig, stop: asyncio.Event, every_s: float = 
             continue
         for event in events:
             seen_seq = max(seen_seq, int(event["seq"]))
-            if event["status"] in {"closed", "instant"}:
-                change = event["status"].upper()
-            else:
-                change = "update" if event["event_id"] in known else "OPEN"
-            known.add(event["event_id"])
+            change = "update" if event["status"] == "update" else event["status"].upper()
             print(_format_event(event, change))
+        cloud_arrival = _show_cloud_alarms(receiver, cloud_arrival)
         parts = []
         for s in status.sensors:
             values = " ".join(f"{q}={v[0]:.2f}" for q, v in s.last_values.items())
@@ -146,32 +187,52 @@ async def run_demo(
         encoding="utf-8",
     )
     print(f"offsite-edge demo: broker 127.0.0.1:{port}, database {config.store.path}")
-    print("injecting: fume-01 exceedance after 20 s, water-01 stuck, soil-01 silent after 30 s,")
-    print("           2 % malformed payloads.  Ctrl-C to stop.")
+    print("injecting: fume-01 exceedance after 15 s, water-01 stuck, soil-01 silent after 20 s,")
+    print("           2 % malformed payloads; kitchen-1 replays a clip with a worker without a")
+    print("           chef hat.  The reference cloud receiver shows alarms as it gets them.")
+    print("Ctrl-C to stop.")
     scenario = Scenario(
         exceed={"fume-01"},
-        exceed_after=20.0,
+        exceed_after=15.0,
         stuck={"water-01"},
         silent={"soil-01"},
-        silent_after=30.0,
+        silent_after=20.0,
         malformed_fraction=0.02,
     )
     simulator = Simulator(config=config, scenario=scenario, seed=7)
+    receiver = Receiver(
+        ReceiverConfig(db=workdir / "cloud.db", mqtt_host="127.0.0.1", mqtt_port=port)
+    )
     async with embedded_broker(port):
         gateway_stop = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
+            cloud = tasks.create_task(receiver.run(gateway_stop), name="demo.cloud")
+            await receiver.ready.wait()
             gateway = tasks.create_task(run_gateway(config, gateway_stop), name="demo.gateway")
             publisher = tasks.create_task(
                 publish_forever(simulator, host="127.0.0.1", port=port, interval_s=1.0),
                 name="demo.simulator",
             )
-            display = tasks.create_task(_display(config, gateway_stop), name="demo.display")
+            display = tasks.create_task(
+                _display(config, receiver, gateway_stop), name="demo.display"
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), duration_s)
             publisher.cancel()
+            # Give the uplink a moment to deliver what the last commits queued.
+            await asyncio.sleep(2.0)
+            report = receiver.db.verify(config.gateway.id)
+            received = receiver.db.records(gateway=config.gateway.id, limit=10**9)
+            gaps = report.explained_gaps + report.unexplained_gaps
+            print(
+                f"cloud received {len(received)} records from {config.gateway.id} "
+                f"(seq {report.first_seq}..{report.last_seq}); hash chain and signatures "
+                f"{'verified' if report.ok else 'NOT verified'}; gaps {gaps or 'none'}"
+            )
             gateway_stop.set()
             await gateway
             await display
+            await cloud
     print(f"demo stopped; its database stays at {config.store.path}")
     print(f"inspect it with: offsite-edge status --config {config_file}")
     return config

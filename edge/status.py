@@ -124,22 +124,17 @@ def read_status(config: GatewayConfig, *, dead_letter_limit: int = 5) -> Gateway
 
 
 def recent_events(path: Path, *, after_seq: int = 0, limit: int = 50) -> list[dict[str, Any]]:
-    """Events changed after sequence number ``after_seq``, in the order they changed."""
+    """Event changes (open, update, close) after sequence number ``after_seq``, in order.
+
+    Read from the outbox, which keeps every change, while ``events`` keeps the latest state.
+    """
     with contextlib_closing(connect_read_only(path)) as db:
         return [
-            {
-                "seq": r["seq"],
-                "event_id": r["id"],
-                "kind": r["kind"],
-                "source": r["source"],
-                "severity": r["severity"],
-                "status": r["status"],
-                "started_at": r["started_at"],
-                "ended_at": r["ended_at"],
-                "detail": json.loads(r["detail"]),
-            }
+            json.loads(r["body"])
             for r in db.execute(
-                "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+                "SELECT body FROM outbox WHERE seq > ? AND json_extract(body, '$.type') = 'event'"
+                " ORDER BY seq LIMIT ?",
+                (after_seq, limit),
             )
         ]
 
