@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cloud_sync.chain import GENESIS, canonical_json, record_hash, sign_hash
 from cloud_sync.config import ALL_CLASSES, OutboxConfig
 from cloud_sync.policy import EVICTION_ORDER, PRIORITY, Candidate, plan_eviction, seq_runs
+from edge.counters import bump_counter, read_counter
 from edge.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class Outbox:
                 "INSERT INTO outbox_pending (uplink, priority, seq) VALUES (?, ?, ?)", pending
             )
         await _set_meta(db, "chain_head", prev)
-        await _bump(db, "outbox_bytes", added)
+        await bump_counter(db, "outbox_bytes", added)
         return ids
 
     async def put_bodies(
@@ -176,7 +177,7 @@ class Outbox:
         """Reserve seqs and append (data_class, body) records; return their seqs."""
         if not items:
             return []
-        last = await _bump(db, "seq", len(items))
+        last = await bump_counter(db, "seq", len(items))
         first = last - len(items) + 1
         records = [
             NewRecord(first + i, cls, now, clock_synced, {**body, "seq": first + i})
@@ -254,7 +255,7 @@ class Outbox:
         self, db: aiosqlite.Connection, now: float, clock_synced: bool | None
     ) -> int:
         """Evict down to 90 % of the quota if over it; return how many rows were evicted."""
-        used = await _counter(db, "outbox_bytes")
+        used = await read_counter(db, "outbox_bytes")
         quota = self.settings.quota_bytes
         if used <= quota:
             return 0
@@ -307,7 +308,7 @@ class Outbox:
         ) as cursor:
             sizes = [row[0] for row in await cursor.fetchall()]
         if sizes:
-            await _bump(db, "outbox_bytes", -sum(sizes))
+            await bump_counter(db, "outbox_bytes", -sum(sizes))
         return len(sizes)
 
     async def _evict(
@@ -335,7 +336,7 @@ class Outbox:
                         meta[seq] = (prev, digest, created)
         await db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
         await db.executemany("DELETE FROM outbox_pending WHERE seq = ?", [(s,) for s in seqs])
-        await _bump(db, "outbox_bytes", -sum(c.size for c in chosen))
+        await bump_counter(db, "outbox_bytes", -sum(c.size for c in chosen))
         self.evicted_total += len(lost)
         if not lost:
             return
@@ -394,23 +395,6 @@ async def _set_meta(db: aiosqlite.Connection, key: str, value: str) -> None:
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (key, value),
     )
-
-
-async def _counter(db: aiosqlite.Connection, name: str) -> int:
-    async with db.execute("SELECT value FROM counters WHERE name = ?", (name,)) as cursor:
-        row = await cursor.fetchone()
-    return 0 if row is None else int(row[0])
-
-
-async def _bump(db: aiosqlite.Connection, name: str, by: int) -> int:
-    async with db.execute(
-        "INSERT INTO counters (name, value) VALUES (?, ?)"
-        " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value RETURNING value",
-        (name, by),
-    ) as cursor:
-        row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def now_s() -> float:

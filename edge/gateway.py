@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 from cloud_sync.sync import CloudSync, make_outbox
@@ -93,18 +94,8 @@ async def _close_stale_events(store: Store) -> None:
     """Close events a previous run left open: their lifecycle state died with it."""
     now = time.time()
     for event in await store.open_events():
-        await store.emit(
-            Event(
-                kind=event.kind,
-                source=event.source,
-                severity=event.severity,
-                status=EventStatus.CLOSED,
-                started_at=event.started_at,
-                event_id=event.event_id,
-                ended_at=now,
-                detail={**event.detail, "closed_by": "gateway restart"},
-            )
-        )
+        detail = {**event.detail, "closed_by": "gateway restart"}
+        await store.emit(replace(event, status=EventStatus.CLOSED, ended_at=now, detail=detail))
 
 
 async def _confirm_or_roll_back(

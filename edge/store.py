@@ -31,6 +31,7 @@ from cloud_sync.minutes import close_minutes
 from cloud_sync.outbox import NewRecord, Outbox
 from cloud_sync.outbox import migrate as migrate_outbox
 from edge.clock import clock_synchronised
+from edge.counters import bump_counter
 from edge.events import Event, EventStatus, Severity
 from sensors.intake import Batch
 
@@ -327,7 +328,7 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?)",
                 [(d.received_at, d.topic, d.sensor_id, d.reason, d.payload) for d in dead],
             )
-            await _bump(db, "dead_letters_total", len(dead))
+            await bump_counter(db, "dead_letters_total", len(dead))
         state_rows = [
             (
                 sensor_id,
@@ -345,7 +346,7 @@ class Store:
         seqs: list[list[int]] = []
         total_events = sum(len(b.events) for b in batches)
         if total_events:
-            last = await _bump(db, "seq", total_events)
+            last = await bump_counter(db, "seq", total_events)
             next_seq = last - total_events + 1
             event_rows, outbox_rows = [], []
             for batch in batches:
@@ -425,17 +426,6 @@ class Store:
             )
             for row in rows
         ]
-
-
-async def _bump(db: aiosqlite.Connection, name: str, by: int) -> int:
-    async with db.execute(
-        "INSERT INTO counters (name, value) VALUES (?, ?)"
-        " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value RETURNING value",
-        (name, by),
-    ) as cursor:
-        row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 async def _prepare(db: aiosqlite.Connection) -> None:
