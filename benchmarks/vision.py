@@ -4,11 +4,14 @@
 
 In one run, with the same model and thread count:
 
-(a) raw_fps: ``session.run`` alone on preprocessed tensors;
-(b) pipeline_fps: a video file decoded by a camera reader thread (as in the service) →
-    letterbox → inference → decode/NMS/box mapping → violation rules;
-(c) static_inference_fraction: on a static (noisy) clip, the share of sampled frames the
-    motion gate let through to the detector (default gate settings).
+(a) raw_fps: ``Detector.infer`` (``session.run``) alone on preprocessed tensors;
+(b) pipeline_fps: a :class:`VisionService` replaying a video file, the code path a
+    deployment runs for a file camera (``realtime: false``): decode → motion gate
+    (disabled, so every frame is inferred) → letterbox → inference → decode/NMS/box
+    mapping → violation rules → events, with the asyncio loop, the inference worker
+    thread and the watchdog all running;
+(c) static_inference_fraction: a :class:`VisionService` replaying a static (noisy) clip
+    with the default gate settings: the share of sampled frames the gate let through.
 
 The last line printed is one JSON object with raw_fps, pipeline_fps, ratio,
 static_inference_fraction and rss_mb.
@@ -17,6 +20,7 @@ static_inference_fraction and rss_mb.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import resource
 import sys
@@ -30,7 +34,8 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
-from vision.camera import CameraReader, FrameQueue  # noqa: E402
+from edge.events import Event  # noqa: E402
+from vision import VisionService  # noqa: E402
 from vision.config import (  # noqa: E402
     CameraConfig,
     DetectorConfig,
@@ -40,20 +45,40 @@ from vision.config import (  # noqa: E402
     VisionConfig,
 )
 from vision.detector import Detector  # noqa: E402
+from vision.service import CameraStats  # noqa: E402
 from vision.synthetic import kitchen_frames, write_clip  # noqa: E402
-from vision.violations import RuleEngine  # noqa: E402
 
 
-def _rules_config(detector: Detector, clip: Path, model: Path) -> VisionConfig:
+class _CountingSink:
+    """Stands in for the gateway store: counts events."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def emit(self, event: Event) -> int:
+        self.count += 1
+        return self.count
+
+
+def _config(camera: CameraConfig, detector: Detector, model: Path, threads: int) -> VisionConfig:
     names = sorted(set(detector.class_names.values()))[:5] or ["class0"]
     return VisionConfig(
-        cameras=[CameraConfig(id="bench", source=str(clip))],
-        detector=DetectorConfig(model_path=str(model)),
+        cameras=[camera],
+        detector=DetectorConfig(model_path=str(model), threads=threads),
         rules=[
             ViolationRuleConfig(class_name=n, violation=f"v{i}", tier=Tier.ROUTINE)
             for i, n in enumerate(names)
         ],
     )
+
+
+async def _replay(cfg: VisionConfig, data_dir: Path) -> tuple[CameraStats, float]:
+    """Run the service until the clip is done; return its stats and the start time."""
+    async with VisionService(cfg, _CountingSink(), data_dir=data_dir) as svc:
+        t0 = time.monotonic()  # model loaded and warmed up; the camera starts now
+        await svc.wait_finished()
+        stats = svc.stats()[cfg.cameras[0].id]
+    return stats, t0
 
 
 def bench_raw(detector: Detector, frames: list, n: int) -> float:
@@ -66,45 +91,26 @@ def bench_raw(detector: Detector, frames: list, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def bench_pipeline(detector: Detector, engine: RuleEngine, clip: Path, n: int) -> float:
-    cfg = CameraConfig(
+def bench_pipeline(detector: Detector, model: Path, threads: int, clip: Path, tmp: Path) -> float:
+    camera = CameraConfig(
         id="bench",
         source=str(clip),
-        sample_fps=60,
-        realtime=False,  # replay: as fast as the consumer, never dropping a frame
-        queue_size=4,
+        sample_fps=60,  # above the clip's 25 fps: every frame is a sample
+        realtime=False,  # replay: as fast as inference allows, never dropping a frame
         motion=MotionConfig(enabled=False),  # measure the pipeline, not the gate
     )
-    q = FrameQueue(cfg.queue_size)
-    reader = CameraReader(cfg, q)
-    reader.start()
-    done = 0
-    t0 = time.perf_counter()
-    while done < n:
-        frame = q.get(timeout=0.5)
-        if frame is None:
-            if not reader.alive and not len(q):
-                break
-            continue
-        dets = detector.detect(frame.image)
-        engine.evaluate("bench", dets, frame.wall)
-        done += 1
-    elapsed = time.perf_counter() - t0
-    reader.stop()
-    reader.join(5)
-    return done / elapsed
+    stats, t0 = asyncio.run(_replay(_config(camera, detector, model, threads), tmp))
+    assert stats.last_inference_at is not None
+    # Timed to the last inference, not to when the watchdog noticed the end of the file.
+    return stats.inferences / (stats.last_inference_at - t0)
 
 
-def bench_static(clip: Path) -> tuple[float, int, int]:
-    cfg = CameraConfig(id="static", source=str(clip), sample_fps=5, realtime=False, queue_size=8)
-    q = FrameQueue(cfg.queue_size)
-    reader = CameraReader(cfg, q)
-    reader.start()
-    while reader.alive or len(q):
-        if q.pop_nowait() is None:
-            time.sleep(0.001)
-    reader.join(5)
-    return q.put_count / max(1, reader.sampled), q.put_count, reader.sampled
+def bench_static(
+    detector: Detector, model: Path, threads: int, clip: Path, tmp: Path
+) -> tuple[float, int, int]:
+    camera = CameraConfig(id="static", source=str(clip), sample_fps=5, realtime=False)
+    stats, _ = asyncio.run(_replay(_config(camera, detector, model, threads), tmp))
+    return stats.inferences / max(1, stats.sampled), stats.inferences, stats.sampled
 
 
 def main() -> None:
@@ -134,15 +140,15 @@ def main() -> None:
             fps=10,
         )
         frames = list(kitchen_frames(4, width=args.width, height=args.height))
-        engine = RuleEngine(_rules_config(detector, clip, args.model))
+        data = Path(tmp) / "data"
         # Alternate the two measurements and keep the best of each: on a shared machine
         # other load only ever slows a run down, so the best run is the truest figure.
         raw_runs, pipe_runs = [], []
         for _ in range(args.rounds):
             raw_runs.append(bench_raw(detector, frames, n))
-            pipe_runs.append(bench_pipeline(detector, engine, clip, n))
+            pipe_runs.append(bench_pipeline(detector, args.model, args.threads, clip, data))
         raw_fps, pipeline_fps = max(raw_runs), max(pipe_runs)
-        fraction, inferred, sampled = bench_static(static)
+        fraction, inferred, sampled = bench_static(detector, args.model, args.threads, static, data)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"model            {args.model.name} ({detector.layout.value}, input "

@@ -133,6 +133,11 @@ def open_capture(source: str | int) -> Any:
                 _READ_TIMEOUT_MS,
             ],
         )
+    if kind == "file":
+        # One decoder thread: FFmpeg's default frame threads keep decoding in the
+        # background after grab() returns, on the cores onnxruntime is using (and a
+        # replay is pulled by the inference worker, so it gains nothing from them).
+        return cv2.VideoCapture(source, cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1])
     return cv2.VideoCapture(source)
 
 

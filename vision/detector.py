@@ -29,7 +29,14 @@ from vision.layouts import Layout, decode, detect_layout
 from vision.letterbox import Letterbox, LetterboxBuffers, unletterbox_boxes
 from vision.nms import nms_classwise
 
-__all__ = ["Detection", "Detector", "DetectorError", "file_sha256", "parse_class_names"]
+__all__ = [
+    "Detection",
+    "Detector",
+    "DetectorError",
+    "file_sha256",
+    "parse_class_names",
+    "session_options",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,22 @@ def parse_class_names(raw: str) -> dict[int, str]:
     raise DetectorError(f"cannot read class names from metadata: {raw[:80]!r}")
 
 
+def session_options(threads: int | None) -> ort.SessionOptions:
+    """onnxruntime options for a small ARM board.
+
+    ``threads`` intra-op threads (None: one per core), one inter-op thread and sequential
+    execution (a detector graph is a chain; parallel branches only add thread contention),
+    all graph optimisations (constant folding, fusions; applied once at load).
+    """
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
 class Detector:
     """An ONNX object detector on the CPU.
 
@@ -104,11 +127,7 @@ class Detector:
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
         self.model_sha256 = file_sha256(self.model_path)
-        opts = ort.SessionOptions()
-        if threads is not None:
-            opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts = session_options(threads)
         try:
             self.session = ort.InferenceSession(
                 str(self.model_path), sess_options=opts, providers=["CPUExecutionProvider"]

@@ -9,13 +9,17 @@ especially) are sensitive to single-pixel shifts: ``r = min(S_h/h, S_w/w)``, res
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 PAD_VALUE = 114
+
+# uint8 -> float32 / 255, as a lookup table (bit-identical to dividing, and faster).
+_SCALE: npt.NDArray[np.float32] = (np.arange(256, dtype=np.float32) / np.float32(255)).reshape(
+    1, 256
+)
 
 __all__ = ["PAD_VALUE", "Letterbox", "LetterboxBuffers", "compute_letterbox", "unletterbox_boxes"]
 
@@ -94,6 +98,10 @@ def unletterbox_boxes(
 class LetterboxBuffers:
     """Preprocesses BGR frames into a reused ``[1, 3, H, W]`` float32 tensor.
 
+    Nothing is allocated per frame: the resize writes straight into the image area of a
+    reused padded canvas (whose border is filled with the pad value once per geometry),
+    ``cv2.split`` into three reused planes, and a 256-entry table (``v / 255`` in float32,
+    the same values as dividing) maps each plane into its tensor channel, in RGB order.
     One instance per worker thread: the returned tensor is overwritten by the next call.
     """
 
@@ -101,25 +109,24 @@ class LetterboxBuffers:
         self.size_w = size_w
         self.size_h = size_h
         self._tensor: npt.NDArray[np.float32] = np.empty((1, 3, size_h, size_w), np.float32)
-        self._rgb: npt.NDArray[np.uint8] = np.empty((size_h, size_w, 3), np.uint8)
+        self._planes = [np.empty((size_h, size_w), np.uint8) for _ in range(3)]
+        self._canvas: npt.NDArray[np.uint8] = np.empty((size_h, size_w, 3), np.uint8)
+        self._geometry: Letterbox | None = None
 
     def __call__(self, bgr: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.float32], Letterbox]:
         """Letterbox ``bgr`` (HxWx3 uint8) and return the input tensor and its geometry."""
         h, w = bgr.shape[:2]
-        lb = compute_letterbox(w, h, self.size_w, self.size_h)
-        img: npt.NDArray[Any] = bgr
+        lb = self._geometry
+        if lb is None or (lb.orig_w, lb.orig_h) != (w, h):
+            lb = compute_letterbox(w, h, self.size_w, self.size_h)
+            self._canvas.fill(PAD_VALUE)
+            self._geometry = lb
+        area = self._canvas[lb.top : lb.top + lb.new_h, lb.left : lb.left + lb.new_w]
         if (w, h) != (lb.new_w, lb.new_h):
-            img = cv2.resize(bgr, (lb.new_w, lb.new_h), interpolation=cv2.INTER_LINEAR)
-        img = cv2.copyMakeBorder(
-            img,
-            lb.top,
-            lb.bottom,
-            lb.left,
-            lb.right,
-            cv2.BORDER_CONSTANT,
-            value=(PAD_VALUE, PAD_VALUE, PAD_VALUE),
-        )
-        cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=self._rgb)
-        # One pass: HWC->CHW view, uint8->float32 division straight into the reused tensor.
-        np.divide(self._rgb.transpose(2, 0, 1), np.float32(255.0), out=self._tensor[0])
+            cv2.resize(bgr, (lb.new_w, lb.new_h), dst=area, interpolation=cv2.INTER_LINEAR)
+        else:
+            np.copyto(area, bgr)
+        cv2.split(self._canvas, self._planes)
+        for channel, plane in enumerate(reversed(self._planes)):  # B, G, R -> R, G, B
+            cv2.LUT(plane, _SCALE, dst=self._tensor[0, channel])
         return self._tensor, lb

@@ -59,8 +59,11 @@ class MotionGate:
         h, w = bgr.shape[:2]
         scale = min(1.0, self.config.width / w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA) if scale < 1 else bgr
-        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        # Grey first: the area resize then averages one channel instead of three (half
+        # the cost of the whole measure at 640x480).
+        grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        if scale < 1:
+            grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
         # Blur so sensor noise and compression artefacts do not count as motion.
         return cv2.GaussianBlur(grey, (5, 5), 0), scale
 
@@ -94,13 +97,15 @@ class MotionGate:
     def decide(self, bgr: npt.NDArray[np.uint8], ts: float) -> GateDecision:
         """Measure motion on ``bgr`` taken at ``ts`` (seconds) and decide whether to infer."""
         self.frames += 1
+        cfg = self.config
+        if not cfg.enabled:  # nothing to measure: every frame is inferred
+            self._last_infer_ts = ts
+            self.inferences += 1
+            return GateDecision(infer=True, reason=GateReason.DISABLED, motion_fraction=0.0)
         first = self._background is None
         fraction = self.measure(bgr)
-        cfg = self.config
         if first:
             reason = GateReason.FIRST
-        elif not cfg.enabled:
-            reason = GateReason.DISABLED
         elif fraction >= cfg.min_area:
             self._last_motion_ts = ts
             reason = GateReason.MOTION

@@ -60,6 +60,7 @@ class CameraStats:
     inferences: int = 0
     dropped: int = 0
     reopens: int = 0
+    last_inference_at: float | None = None  # monotonic, when the last detection finished
     online: bool = False
     offline_event_id: str | None = None
 
@@ -350,6 +351,7 @@ class VisionService:
                                 self._infer_pool, detector.detect, frame.image
                             )
                         cam.stats.inferences += 1
+                        cam.stats.last_inference_at = time.monotonic()
                         await self._handle(cam, frame, detections)
                     finally:
                         self._busy = False
