@@ -101,14 +101,16 @@ def decode_yolov8(out: npt.NDArray[np.float32], conf: float) -> Candidates:
     cls = pred[4:]
     # Reduce over classes on the [nc, N] array first, and gather only the survivors: the
     # full transpose of 84×8400 floats would cost more than the rest of the postprocess.
-    class_ids = cls.argmax(axis=0)
-    scores = np.take_along_axis(cls, class_ids[None, :], axis=0)[0]
-    keep = np.flatnonzero(scores > conf)
+    # max() over axis 0 is a row-wise pass over contiguous memory; argmax() over axis 0
+    # is not (NumPy copies the array transposed), so it runs on the survivors only.
+    best = cls.max(axis=0)
+    keep = np.flatnonzero(best > conf)
+    class_ids = cls[:, keep].argmax(axis=0)  # the first maximal class, as before
     boxes = _cxcywh_to_xyxy(pred[0, keep], pred[1, keep], pred[2, keep], pred[3, keep])
     return Candidates(
         boxes=boxes,
-        scores=scores[keep].astype(np.float32, copy=False),
-        class_ids=class_ids[keep].astype(np.int64, copy=False),
+        scores=best[keep].astype(np.float32, copy=False),
+        class_ids=class_ids.astype(np.int64, copy=False),
         needs_nms=True,
     )
 
