@@ -202,6 +202,7 @@ class CameraReader:
         self.sampled = 0
         self._cap: Any = None
         self._done = False  # pulled reader: ended, failed or closed
+        self._pending: Frame | None = None  # pulled reader: a frame read ahead
         # sampling state, set by _begin() when the capture is open
         self._is_file = source_kind(config.source) == "file"
         self._file_clock = False
@@ -234,7 +235,7 @@ class CameraReader:
     def alive(self) -> bool:
         """True while the reader thread runs (pulled: until the source ends or fails)."""
         if self.pull_mode:
-            return not self._done and not self._stop.is_set()
+            return (not self._done or self._pending is not None) and not self._stop.is_set()
         return self._thread.is_alive()
 
     # -- pulled mode (called by the inference worker) ------------------------------------
@@ -244,10 +245,16 @@ class CameraReader:
 
         None means nothing to infer yet (static scene; call again) or the reader is done
         (``alive`` is False, ``failure`` says why). The bound keeps one camera from holding
-        the shared worker for long while its motion gate skips a static scene.
+        the shared worker for long while its motion gate skips a static scene. A frame
+        read ahead by :meth:`prefetch` is returned first.
         """
-        if not self.alive:
+        if self._stop.is_set():
             self.close()
+            return None
+        frame, self._pending = self._pending, None
+        if frame is not None:
+            return frame
+        if self._done:
             return None
         self.pulling_since = time.monotonic()
         try:
@@ -271,9 +278,20 @@ class CameraReader:
             self.pulling_since = None
         return None
 
+    def prefetch(self, max_reads: int = 50) -> None:
+        """Read the next gated frame now, for the next :meth:`pull` (at most one is held).
+
+        The inference worker calls this right after a detection, while the event loop
+        handles the result: the decode overlaps that work instead of following it, and it
+        still never runs at the same time as onnxruntime (same thread).
+        """
+        if self._pending is None:
+            self._pending = self.pull(max_reads)
+
     def close(self) -> None:
         """Release a pulled reader's capture (call from the thread that pulls)."""
         self._done = True
+        self._pending = None
         cap, self._cap = self._cap, None
         if cap is not None:
             cap.release()

@@ -335,9 +335,9 @@ class VisionService:
                             if not reader.alive:
                                 continue
                             progressed = True
-                            pulled = await loop.run_in_executor(
-                                self._infer_pool, _pull_and_detect, reader, detector
-                            )
+                            done: asyncio.Future[_Pulled] = loop.create_future()
+                            self._infer_pool.submit(_pull_and_detect, reader, detector, loop, done)
+                            pulled = await done
                             if pulled is None:
                                 continue
                             frame, detections = pulled
@@ -493,11 +493,51 @@ class VisionService:
         return {cid: cam.stats for cid, cam in self._cameras.items()}
 
 
+_Pulled = tuple[Frame, list[Detection]] | None
+
+
+def _resolve(done: asyncio.Future[_Pulled], result: _Pulled, exc: BaseException | None) -> None:
+    if done.done():  # cancelled: the service is shutting down
+        return
+    if exc is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(result)
+
+
 def _pull_and_detect(
-    reader: CameraReader, detector: Detector
-) -> tuple[Frame, list[Detection]] | None:
-    """Inference worker: read a replayed camera's next gated frame and run the detector."""
-    frame = reader.pull()
-    if frame is None:
-        return None
-    return frame, detector.detect(frame.image)
+    reader: CameraReader,
+    detector: Detector,
+    loop: asyncio.AbstractEventLoop,
+    done: asyncio.Future[_Pulled],
+) -> None:
+    """Inference worker: detect on a replayed camera's next frame, then read ahead.
+
+    The result is handed to the loop before the read-ahead, so the loop evaluates the
+    rules while this thread decodes the camera's next frame (one frame held, at most).
+    """
+    try:
+        frame = reader.pull()
+        result = None if frame is None else (frame, detector.detect(frame.image))
+    except Exception as exc:  # noqa: BLE001 - re-raised in the inference task
+        _hand_over(loop, done, None, exc)
+        return
+    _hand_over(loop, done, result, None)
+    if result is None:
+        return
+    try:
+        reader.prefetch()
+    except Exception as exc:  # nobody awaits a read-ahead: log it, the watchdog reopens
+        log.exception("camera read-ahead failed", extra={"camera": reader.config.id})
+        reader.failure = f"read-ahead failed: {exc}"
+        reader.close()
+
+
+def _hand_over(
+    loop: asyncio.AbstractEventLoop,
+    done: asyncio.Future[_Pulled],
+    result: _Pulled,
+    exc: BaseException | None,
+) -> None:
+    with contextlib.suppress(RuntimeError):  # loop already closed
+        loop.call_soon_threadsafe(_resolve, done, result, exc)

@@ -4,8 +4,9 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
-from vision.camera import CameraReader, Frame, FrameQueue
+from vision.camera import CameraReader, Frame, FrameQueue, pulls_on_demand
 from vision.config import CameraConfig, MotionConfig
 from vision.motion import GateDecision, GateReason
 from vision.synthetic import kitchen_frames, write_clip
@@ -101,3 +102,81 @@ def test_reader_reports_open_failure(tmp_path):
     reader.join(5)
     assert reader.failure == "open failed"
     assert reader.last_frame_at is None
+
+
+def _reader_threads():
+    return [t.name for t in threading.enumerate() if ".reader#" in t.name]
+
+
+def test_pulled_reader_reads_a_file_on_demand_without_a_thread(tmp_path):
+    cfg = _cam(tmp_path, sample_fps=5, realtime=False)
+    q = FrameQueue(1)
+    reader = CameraReader(cfg, q, pull=True)
+    reader.start()  # nothing to start: the caller's thread reads
+    assert _reader_threads() == []
+    assert reader.decoded == 0  # nothing is read before it is asked for
+    frames = []
+    while reader.alive:
+        frame = reader.pull()
+        if frame is not None:
+            frames.append(frame)
+    # the same sampling as the threaded reader, and the queue is never used
+    assert [f.seq for f in frames] == list(range(1, 41, 2))
+    assert [f.ts for f in frames] == [i / 10 for i in range(0, 40, 2)]
+    assert reader.decoded == 40
+    assert reader.failure == "end of stream"
+    assert q.put_count == 0
+    assert reader.pull() is None
+
+
+def test_pulled_reader_reads_ahead_one_frame_at_most(tmp_path):
+    cfg = _cam(tmp_path, sample_fps=10, realtime=False)
+    reader = CameraReader(cfg, FrameQueue(1), pull=True)
+    assert reader.pull().seq == 1
+    reader.prefetch()
+    reader.prefetch()  # already holds one: reads nothing
+    assert reader.decoded == 2
+    assert reader.pull().seq == 2
+    assert reader.pull().seq == 3
+    reader.prefetch()
+    reader.stop()
+    assert not reader.alive
+    assert reader.pull() is None  # a stopped reader drops what it held and closes
+    reader.close()
+
+
+def test_pulled_reader_with_a_static_scene_returns_none_but_stays_alive(tmp_path):
+    clip = write_clip(tmp_path / "s.avi", kitchen_frames(120, worker=False, noise=0), fps=10)
+    cfg = CameraConfig(
+        id="c", source=str(clip), realtime=False, sample_fps=10, motion=MotionConfig(hold_s=0)
+    )
+    reader = CameraReader(cfg, FrameQueue(1), pull=True)
+    assert reader.pull().gate.reason is GateReason.FIRST
+    # a static scene: the gate skips everything, each pull reads a bounded number of frames
+    assert reader.pull(max_reads=10) is None
+    assert reader.decoded == 11
+    assert reader.alive
+    assert reader.pull(max_reads=200) is not None  # the forced inference after 10 s
+    reader.close()
+
+
+def test_pulled_reader_reports_open_failure(tmp_path):
+    cfg = CameraConfig(id="c", source=str(tmp_path / "missing.avi"), realtime=False)
+    reader = CameraReader(cfg, FrameQueue(1), pull=True)
+    assert reader.pull() is None
+    assert reader.failure == "open failed"
+    assert not reader.alive
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        CameraConfig(id="c", source="rtsp://10.0.0.9/stream"),
+        CameraConfig(id="c", source=0),
+        CameraConfig(id="c", source="clip.avi", realtime=True),
+    ],
+)
+def test_live_sources_cannot_be_pulled(cfg):
+    assert not pulls_on_demand(cfg)
+    with pytest.raises(ValueError, match="on demand"):
+        CameraReader(cfg, FrameQueue(1), pull=True)

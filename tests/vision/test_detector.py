@@ -4,6 +4,7 @@ import json
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from vision import Detector
@@ -116,3 +117,12 @@ def test_detect_is_deterministic_and_rejects_nothing_on_odd_sizes(synthetic_mode
     (d,) = first
     assert d.x1 == pytest.approx(10, abs=0.5)
     assert d.x2 == pytest.approx(20, abs=0.5)
+
+
+def test_session_options_suit_a_small_board(synthetic_models):
+    det = Detector(synthetic_models[Layout.YOLOV8], threads=3)
+    opts = det.session.get_session_options()
+    assert opts.intra_op_num_threads == 3
+    assert opts.inter_op_num_threads == 1
+    assert opts.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -77,3 +77,15 @@ def test_decode_end2end_filters_empty_rows():
     np.testing.assert_allclose(c.boxes, [[1, 2, 30, 40], [0, 0, 1, 1]])
     assert c.class_ids.tolist() == [3, 2]
     assert not c.needs_nms
+
+
+def test_decode_yolov8_matches_the_full_argmax():
+    rng = np.random.default_rng(0)
+    out = rng.random((1, 10, 500), dtype=np.float32)
+    out[0, 4:, ::7] = 0.8  # ties between all classes: the first one wins
+    cand = decode_yolov8(out, 0.5)
+    scores = out[0, 4:].max(axis=0)
+    keep = np.flatnonzero(scores > 0.5)
+    np.testing.assert_array_equal(cand.class_ids, out[0, 4:, keep].argmax(axis=1))
+    np.testing.assert_array_equal(cand.scores, scores[keep])
+    assert (cand.class_ids[keep % 7 == 0] == 0).all()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given
@@ -92,3 +93,31 @@ def test_box_mapping_round_trip(w, h, s, fx, fy):
     back = unletterbox_boxes(fwd, lb)
     tol = max(w, h) * 1e-5 + 1e-3
     np.testing.assert_allclose(back[0], [x1, y1, x2, y2], atol=tol)
+
+
+def _pad_then_convert(bgr, size):
+    """The straightforward letterbox (allocating), as the reference for the reused buffers."""
+    h, w = bgr.shape[:2]
+    lb = compute_letterbox(w, h, size, size)
+    img = bgr
+    if (w, h) != (lb.new_w, lb.new_h):
+        img = cv2.resize(bgr, (lb.new_w, lb.new_h), interpolation=cv2.INTER_LINEAR)
+    pad = (PAD_VALUE,) * 3
+    img = cv2.copyMakeBorder(
+        img, lb.top, lb.bottom, lb.left, lb.right, cv2.BORDER_CONSTANT, value=pad
+    )
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)[None] / np.float32(255)
+
+
+def test_reused_buffers_match_the_allocating_letterbox_exactly():
+    rng = np.random.default_rng(0)
+    prep = LetterboxBuffers(320, 320)
+    first = None
+    # landscape, portrait, exact fit, upscale, and back: a change of geometry must not
+    # leave the previous image in the new padding
+    for h, w in [(480, 640), (500, 300), (320, 320), (33, 100), (720, 1280), (480, 640)]:
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        tensor, _ = prep(img)
+        first = tensor if first is None else first
+        assert tensor is first
+        np.testing.assert_array_equal(tensor, _pad_then_convert(img, 320))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,27 @@ def test_service_refuses_reentry_and_leaves_no_tasks(tmp_path, sink, synthetic_m
         assert others == []
 
     asyncio.run(scenario())
+
+
+def test_replays_are_pulled_and_live_cameras_keep_a_reader_thread(tmp_path, sink):
+    """A replay has no reader thread; a realtime file (a stand-in for RTSP) has one."""
+    model, clip = write_demo_assets(tmp_path)
+    cfg = demo_config(model, clip)
+    live = cfg.cameras[0].model_copy(
+        update={"id": "kitchen-live", "realtime": True, "loop": True, "sample_fps": 5}
+    )
+    cfg = cfg.model_copy(update={"cameras": [cfg.cameras[0], live]})
+    threads: list[str] = []
+
+    async def scenario():
+        async with VisionService(cfg, sink, data_dir=tmp_path) as svc:
+            while svc.stats()["kitchen-live"].inferences < 3:
+                await asyncio.sleep(0.02)
+            threads.extend(t.name for t in threading.enumerate() if ".reader#" in t.name)
+            await asyncio.sleep(0)
+            return svc.stats()
+
+    stats = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert threads == ["vision[kitchen-live].reader#1"]
+    assert stats["kitchen-1"].inferences > 0
+    assert stats["kitchen-1"].last_inference_at is not None
