@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
+from collections.abc import Callable
+from typing import Any
 
 _TIME_ERROR = 5  # adjtimex(2): clock not synchronised
 
@@ -15,6 +18,16 @@ class _Timex(ctypes.Structure):
     _fields_ = [("modes", ctypes.c_uint), ("_rest", ctypes.c_byte * 512)]
 
 
+@functools.cache
+def _adjtimex() -> Callable[[Any], int] | None:
+    # find_library runs ldconfig in a subprocess: look libc up once, not per commit.
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.adjtimex
+    except (OSError, AttributeError):
+        return None
+
+
 def clock_synchronised() -> bool | None:
     """Return whether the kernel considers the wall clock NTP-synchronised.
 
@@ -22,12 +35,11 @@ def clock_synchronised() -> bool | None:
     """
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        timex = _Timex()
-        state = int(libc.adjtimex(ctypes.byref(timex)))
-    except (OSError, AttributeError):
+    adjtimex = _adjtimex()
+    if adjtimex is None:
         return None
+    timex = _Timex()
+    state = int(adjtimex(ctypes.byref(timex)))
     if state < 0:
         return None
     return state != _TIME_ERROR
