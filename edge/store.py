@@ -33,6 +33,7 @@ from cloud_sync.outbox import migrate as migrate_outbox
 from edge.clock import clock_synchronised
 from edge.counters import bump_counter
 from edge.events import Event, EventStatus, Severity
+from sensors.aggregate import merge
 from sensors.intake import Batch
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,6 @@ class Store:
         self._writer = asyncio.create_task(self._write_loop(), name="offsite-edge.store.writer")
         self._closed = False
         self.commits = 0
-        self.after_commit: list[Callable[[Batch], Awaitable[None]]] = []
 
     @classmethod
     async def open(cls, path: Path | str, *, outbox: Outbox | None = None) -> Self:
@@ -305,17 +305,7 @@ class Store:
         for batch in batches:
             for key, acc in batch.aggregates.items():
                 have = aggregates.get(key)
-                aggregates[key] = (
-                    acc
-                    if have is None
-                    else [
-                        have[0] + acc[0],
-                        min(have[1], acc[1]),
-                        max(have[2], acc[2]),
-                        have[3] + acc[3],
-                        have[4] + acc[4],
-                    ]
-                )
+                aggregates[key] = acc if have is None else merge(have, acc)
         await db.execute("BEGIN IMMEDIATE")
         if aggregates:
             await db.executemany(
