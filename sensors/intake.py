@@ -17,7 +17,7 @@ from typing import Protocol
 
 from edge.config import GatewayConfig, SensorConfig
 from edge.events import Event
-from sensors.aggregate import Accumulator, AggregateKey, add_reading, new_accumulator
+from sensors.aggregate import Accumulator, AggregateKey, add_reading, merge, new_accumulator
 from sensors.decoders import DecodeError, Decoder, decoder_for
 
 
@@ -55,6 +55,24 @@ class Batch:
 
     def __bool__(self) -> bool:
         return bool(self.messages or self.events or self.dead_letters)
+
+    def absorb(self, later: Batch) -> None:
+        """Fold a later batch into this one (to retry a commit that failed)."""
+        for key, acc in later.aggregates.items():
+            have = self.aggregates.get(key)
+            self.aggregates[key] = acc if have is None else merge(have, acc)
+        self.dead_letters.extend(later.dead_letters)
+        for sensor_id, new in later.activity.items():
+            old = self.activity.get(sensor_id)
+            if old is None:
+                self.activity[sensor_id] = new
+                continue
+            old.last_seen = max(old.last_seen, new.last_seen)
+            old.readings += new.readings
+            old.dead_letters += new.dead_letters
+            old.last_values.update(new.last_values)
+        self.events.extend(later.events)
+        self.messages += later.messages
 
 
 class _Quantity:

@@ -108,6 +108,8 @@ class MqttIngest:
         self._acks: list[tuple[int, int]] = []
         self._generation = 0
         self._accepting = True
+        self._unsaved: tuple[Batch, list[tuple[int, int]], int] | None = None
+        self._failures = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._full = asyncio.Event()
         self._connected = asyncio.Event()
@@ -198,12 +200,17 @@ class MqttIngest:
         try:
             while not stop.is_set():
                 await self._wait_for_flush(stop)
-                await self.flush()
+                if not await self.flush():
+                    # A failing disk: back off (up to 30 s) instead of spinning.
+                    delay = min(30.0, self._interval * 2**self._failures)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
         finally:
             with self._lock:
                 self._accepting = False
             try:
-                await self.flush()
+                if not await self.flush():
+                    log.error("shutdown with uncommitted messages; the broker will redeliver them")
             finally:
                 # DISCONNECT is queued behind the last PUBACKs, so they reach the broker first.
                 self.client.disconnect()
@@ -221,19 +228,43 @@ class MqttIngest:
             full_wait.cancel()
         self._full.clear()
 
-    async def flush(self) -> None:
-        """Commit what has been received so far, then acknowledge it to the broker."""
+    async def flush(self) -> bool:
+        """Commit what has been received so far, then acknowledge it to the broker.
+
+        Returns False when the commit failed: the batch is kept and retried with the next
+        flush, and its PUBACKs wait for that (the broker keeps the messages meanwhile).
+        """
         with self._lock:
             if self._tick is not None:
                 self._intake.add_events(self._tick(time.time()))
             batch = self._intake.cut()
             acks, self._acks = self._acks, []
             generation = self._generation
+        if self._unsaved is not None:
+            older, older_acks, older_generation = self._unsaved
+            older.absorb(batch)
+            batch = older
+            # PUBACKs of an earlier connection would name the wrong packets: drop them;
+            # the broker redelivers those messages and they are counted again.
+            acks = (older_acks if older_generation == generation else []) + acks
+            self._unsaved = None
         if not batch and not acks:
-            return
-        await self._commit(batch)
+            return True
+        try:
+            await self._commit(batch)
+        except Exception:
+            self._failures += 1
+            log.exception(
+                "commit failed; keeping %d messages for retry failures=%d",
+                batch.messages,
+                self._failures,
+            )
+            self._unsaved = (batch, acks, generation)
+            return False
+        self._failures = 0
         with self._lock:
             current = generation == self._generation
         if current:
             for mid, qos in acks:
                 self.client.ack(mid, qos)
+        return True

@@ -2,12 +2,14 @@
 
 import asyncio
 import threading
+import time
 import uuid
 
 from helpers import gateway_config, sensor
 from mqtt_tools import noise_payload, publish_all, query, subscribe_session, wait_for
 
 from edge.gateway import run_gateway
+from edge.store import Store
 from sensors import hj212
 from sensors.intake import Intake
 from sensors.mqtt_ingest import MqttIngest
@@ -209,3 +211,47 @@ def test_messages_are_acknowledged_only_after_commit(mosquitto, tmp_path):
     with GatewayThread(config):
         assert wait_for(lambda: _total(db) == 50)
     assert query(db, "SELECT count(*), max(count) FROM minute_aggregates") == [(50, 1)]
+
+
+def test_a_failing_store_keeps_the_batch_and_retries(mosquitto, tmp_path):
+    """A commit that fails (disk full, I/O error) loses nothing and acknowledges nothing early."""
+    tag = _unique()
+    topic = f"{tag}/n"
+    db = tmp_path / "g.db"
+    config = gateway_config(
+        db, port=mosquitto.port, gateway_id=f"gw-{tag}", sensors=[sensor("n", topic)]
+    )
+    subscribe_session(mosquitto.host, mosquitto.port, config.client_id, [topic])
+    publish_all(
+        mosquitto.host, mosquitto.port, [(topic, noise_payload(55, i * 60_000)) for i in range(100)]
+    )
+    failures = []
+
+    async def main():
+        async with await Store.open(db) as store:
+
+            async def flaky_commit(batch):
+                if len(failures) < 3:
+                    failures.append(batch.messages)
+                    raise OSError(28, "No space left on device")
+                return await store.commit(batch)
+
+            ingest = MqttIngest(config, Intake(config), flaky_commit)
+            stop = asyncio.Event()
+            task = asyncio.create_task(ingest.run(stop))
+            deadline = asyncio.get_running_loop().time() + 20
+            while asyncio.get_running_loop().time() < deadline:
+                rows = query(db, "SELECT coalesce(sum(count), 0) FROM minute_aggregates")
+                if rows and rows[0][0] >= 100:
+                    break
+                await asyncio.sleep(0.05)
+            stop.set()
+            await task
+
+    asyncio.run(main())
+    assert len(failures) == 3
+    assert query(db, "SELECT count(*), max(count) FROM minute_aggregates") == [(100, 1)]
+    # Everything was acknowledged after the retry: a new session start delivers nothing more.
+    with GatewayThread(config):
+        time.sleep(1.0)
+    assert query(db, "SELECT count(*), max(count) FROM minute_aggregates") == [(100, 1)]
