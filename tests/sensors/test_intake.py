@@ -135,3 +135,23 @@ def test_maintenance_flag_is_forced_onto_stored_readings(tmp_path):
     intake.accept("t/noise", _noise(60.5, 60_000), 0.0)
     assert list(intake.cut().aggregates) == [("noise-01", "LA", "M", 60)]
     assert monitor.seen == [("LA", 60.0, "M", 60.0)]
+
+
+def test_absorbing_a_later_batch_equals_one_batch_of_both(tmp_path):
+    messages = [("t/noise", _noise(40.5 + i, 60_000 * (i % 3))) for i in range(10)]
+    messages += [("t/water", b'{"ph": 7.0, "do": 3.0}'), ("t/unknown", b"x")]
+    together = Intake(_config(tmp_path))
+    split = Intake(_config(tmp_path))
+    for topic, payload in messages:
+        together.accept(topic, payload, 5.0)
+    for topic, payload in messages[:6]:
+        split.accept(topic, payload, 5.0)
+    first = split.cut()
+    for topic, payload in messages[6:]:
+        split.accept(topic, payload, 5.0)
+    first.absorb(split.cut())
+    whole = together.cut()
+    assert first.aggregates == whole.aggregates
+    assert first.dead_letters == whole.dead_letters
+    assert first.messages == whole.messages
+    assert first.activity == whole.activity
