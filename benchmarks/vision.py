@@ -9,7 +9,9 @@ In one run, with the same model and thread count:
     deployment runs for a file camera (``realtime: false``): decode → motion gate
     (disabled, so every frame is inferred) → letterbox → inference → decode/NMS/box
     mapping → violation rules → events, with the asyncio loop, the inference worker
-    thread and the watchdog all running;
+    thread and the watchdog all running. A replay is decoded by the inference worker
+    itself (see vision/camera.py); a live RTSP camera has a reader thread that decodes
+    every frame of the stream whatever the detector does, which this does not measure;
 (c) static_inference_fraction: a :class:`VisionService` replaying a static (noisy) clip
     with the default gate settings: the share of sampled frames the gate let through.
 

@@ -15,7 +15,8 @@ detector (onnxruntime itself uses ``detector.threads`` cores). The inference tas
 the cameras round-robin and takes at most one frame per camera per round, so cameras
 share the inference budget fairly. A live camera's reader thread fills a queue that keeps
 only its newest frames; a file replay (``realtime: false``) has no reader thread, the
-worker pulls its next frame itself when it gets to it (see :mod:`vision.camera`).
+worker pulls its next frame itself when it gets to it, and reads one frame ahead while
+the loop handles a result (see :mod:`vision.camera`).
 
 Events emitted (``source`` = camera id):
 
