@@ -91,7 +91,10 @@ def session_options(threads: int | None) -> ort.SessionOptions:
 
     ``threads`` intra-op threads (None: one per core), one inter-op thread and sequential
     execution (a detector graph is a chain; parallel branches only add thread contention),
-    all graph optimisations (constant folding, fusions; applied once at load).
+    all graph optimisations (constant folding, fusions; applied once at load). The
+    intra-op threads still spin between the operators of one run, but stop spinning when
+    ``run()`` returns, so they leave the cores to decoding, pre/postprocessing and the
+    event loop between frames.
     """
     opts = ort.SessionOptions()
     if threads is not None:
@@ -99,6 +102,7 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.force_spinning_stop", "1")
     return opts
 
 

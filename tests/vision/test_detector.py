@@ -126,3 +126,4 @@ def test_session_options_suit_a_small_board(synthetic_models):
     assert opts.inter_op_num_threads == 1
     assert opts.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
     assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert opts.get_session_config_entry("session.force_spinning_stop") == "1"
