@@ -168,24 +168,24 @@ class RuleEngine:
                 continue
             ep.misses += 1
             if ep.misses >= rule.end_after_samples:
-                out.append(
-                    Transition(
-                        kind=TransitionKind.CLOSED,
-                        camera_id=camera_id,
-                        rule_index=idx,
-                        rule=rule,
-                        started_at=ep.started_at,
-                        ts=ts,
-                        median_score=ep.peak_median,
-                        detection=None,
-                        zone=None,
-                    )
-                )
-                # A new episode needs N fresh samples, not the tail of the old one.
-                self._episodes[(camera_id, idx)] = Episode(
-                    window=deque(maxlen=rule.confirm_samples)
-                )
+                out.append(self._close(camera_id, idx, ep, ts))
         return out
+
+    def _close(self, camera_id: str, idx: int, ep: Episode, ts: float) -> Transition:
+        """End an episode; a new one needs N fresh samples, not the tail of this one."""
+        rule = self._rules[idx]
+        self._episodes[(camera_id, idx)] = Episode(window=deque(maxlen=rule.confirm_samples))
+        return Transition(
+            kind=TransitionKind.CLOSED,
+            camera_id=camera_id,
+            rule_index=idx,
+            rule=rule,
+            started_at=ep.started_at,
+            ts=ts,
+            median_score=ep.peak_median,
+            detection=None,
+            zone=None,
+        )
 
     def close_all(self, ts: float) -> list[Transition]:
         """Close every open episode (shutdown) and return the transitions."""
@@ -193,21 +193,7 @@ class RuleEngine:
         for (camera_id, idx), ep in list(self._episodes.items()):
             if not ep.open:
                 continue
-            rule = self._rules[idx]
-            out.append(
-                Transition(
-                    kind=TransitionKind.CLOSED,
-                    camera_id=camera_id,
-                    rule_index=idx,
-                    rule=rule,
-                    started_at=ep.started_at,
-                    ts=ts,
-                    median_score=ep.peak_median,
-                    detection=None,
-                    zone=None,
-                )
-            )
-            self._episodes[(camera_id, idx)] = Episode(window=deque(maxlen=rule.confirm_samples))
+            out.append(self._close(camera_id, idx, ep, ts))
         return out
 
     def open_episodes(self) -> list[tuple[str, int]]:
