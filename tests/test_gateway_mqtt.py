@@ -173,8 +173,8 @@ def test_readings_published_while_the_gateway_is_down_arrive_after_restart(mosqu
     assert rows == [(200, 1)]
 
 
-def test_messages_are_acknowledged_only_after_commit(mosquitto, tmp_path):
-    """A gateway whose commits never finish acknowledges nothing; the next one gets it all."""
+def _waiting_readings(mosquitto, tmp_path, count):
+    """A gateway config whose persistent session holds ``count`` readings, one per minute."""
     tag = _unique()
     topic = f"{tag}/n"
     db = tmp_path / "g.db"
@@ -182,9 +182,14 @@ def test_messages_are_acknowledged_only_after_commit(mosquitto, tmp_path):
         db, port=mosquitto.port, gateway_id=f"gw-{tag}", sensors=[sensor("n", topic)]
     )
     subscribe_session(mosquitto.host, mosquitto.port, config.client_id, [topic])
-    publish_all(
-        mosquitto.host, mosquitto.port, [(topic, noise_payload(55, i * 60_000)) for i in range(50)]
-    )
+    readings = [(topic, noise_payload(55, i * 60_000)) for i in range(count)]
+    publish_all(mosquitto.host, mosquitto.port, readings)
+    return config, db
+
+
+def test_messages_are_acknowledged_only_after_commit(mosquitto, tmp_path):
+    """A gateway whose commits never finish acknowledges nothing; the next one gets it all."""
+    config, db = _waiting_readings(mosquitto, tmp_path, 50)
 
     received = []
 
@@ -215,16 +220,7 @@ def test_messages_are_acknowledged_only_after_commit(mosquitto, tmp_path):
 
 def test_a_failing_store_keeps_the_batch_and_retries(mosquitto, tmp_path):
     """A commit that fails (disk full, I/O error) loses nothing and acknowledges nothing early."""
-    tag = _unique()
-    topic = f"{tag}/n"
-    db = tmp_path / "g.db"
-    config = gateway_config(
-        db, port=mosquitto.port, gateway_id=f"gw-{tag}", sensors=[sensor("n", topic)]
-    )
-    subscribe_session(mosquitto.host, mosquitto.port, config.client_id, [topic])
-    publish_all(
-        mosquitto.host, mosquitto.port, [(topic, noise_payload(55, i * 60_000)) for i in range(100)]
-    )
+    config, db = _waiting_readings(mosquitto, tmp_path, 100)
     failures = []
 
     async def main():
