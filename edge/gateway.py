@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sqlite3
 import threading
@@ -193,6 +194,10 @@ async def run_gateway(
     async with await Store.open(config.store.path, outbox=outbox) as store:
         await _close_stale_events(store)
         intake = Intake(config, monitors=monitors)
+        # Everything built so far (config, profiles, modules) lives as long as the process:
+        # keep it out of the cyclic collector's full passes, which the ingest's many small
+        # allocations would otherwise trigger over the whole heap.
+        gc.freeze()
         # Monitors are fed from the MQTT thread; tick and mode changes take the same lock.
         lock = threading.Lock()
         modes = _ModeFollower(config, monitors)
