@@ -116,6 +116,7 @@ class MqttIngest:
         self.client = make_client(config.broker, config.client_id)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_message = self._on_message
         self.topics = [s.topic for s in config.sensors] + list(config.ingest.catch_all)
 
@@ -150,6 +151,15 @@ class MqttIngest:
         if self.topics:
             client.subscribe([(topic, 1) for topic in self.topics])
         self._signal(self._connected.set)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        del client, userdata
+        # paho retries with its own backoff (1 s doubling up to broker.reconnect_max_s).
+        log.warning(
+            "mqtt connect failed host=%s port=%d; retrying",
+            self._config.broker.host,
+            self._config.broker.port,
+        )
 
     def _on_disconnect(
         self,
