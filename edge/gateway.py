@@ -161,16 +161,33 @@ def evidence_delivered(db_path: Path) -> Callable[[str], bool]:
 
 
 async def _run_vision(config: GatewayConfig, store: Store, stop: asyncio.Event) -> None:
+    """Run the kitchen cameras; a model that cannot be loaded disables video, not the gateway."""
     # Imported here: OpenCV, numpy and onnxruntime cost memory a camera-less gateway need not pay.
+    from vision.detector import DetectorError
+    from vision.layouts import LayoutError
     from vision.service import VisionService
 
     assert config.vision is not None
-    async with VisionService(
-        config.vision,
-        store,
-        data_dir=config.store.path.parent,
-        is_delivered=evidence_delivered(config.store.path),
-    ):
+    try:
+        async with VisionService(
+            config.vision,
+            store,
+            data_dir=config.store.path.parent,
+            is_delivered=evidence_delivered(config.store.path),
+        ):
+            await stop.wait()
+    except (DetectorError, LayoutError, OSError) as exc:
+        log.error("vision disabled: %s", exc)
+        await store.emit(
+            Event(
+                kind="vision_fault",
+                source="vision",
+                severity=Severity.WARNING,
+                status=EventStatus.INSTANT,
+                started_at=time.time(),
+                detail={"error": str(exc), "model": config.vision.detector.model_path},
+            )
+        )
         await stop.wait()
 
 

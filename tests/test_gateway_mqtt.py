@@ -251,3 +251,20 @@ def test_a_failing_store_keeps_the_batch_and_retries(mosquitto, tmp_path):
     with GatewayThread(config):
         time.sleep(1.0)
     assert query(db, "SELECT count(*), max(count) FROM minute_aggregates") == [(100, 1)]
+
+
+def test_a_missing_model_disables_video_not_the_gateway(mosquitto, tmp_path):
+    from vision.synthetic import demo_config
+
+    config, db = _waiting_readings(mosquitto, tmp_path, 20)
+    vision = demo_config(tmp_path / "missing.onnx", tmp_path / "missing.avi")
+    config = config.model_copy(update={"vision": vision})
+    with GatewayThread(config):
+        assert wait_for(lambda: _total(db) == 20)
+        assert wait_for(
+            lambda: query(db, "SELECT count(*) FROM events WHERE kind = 'vision_fault'") == [(1,)]
+        )
+    (detail,) = query(
+        db, "SELECT json_extract(detail, '$.error') FROM events WHERE kind = 'vision_fault'"
+    )[0]
+    assert "missing.onnx" in detail
