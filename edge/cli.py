@@ -141,9 +141,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  {s.sensor_id:<12} {s.kind:<6} last {_age(s.last_seen):>10}  "
             f"readings {s.readings:>8}  dead letters {s.dead_letters:>5}  {values}"
         )
+    for sensor_id, mode in status.modes.items():
+        since = _age(mode["since"])
+        print(f"  {sensor_id}: {mode['mode']} since {since} by {mode['who']}: {mode['why']}")
     print(f"dead letters: {status.dead_letters_total}")
     for d in status.recent_dead_letters:
         print(f"  {d['topic']}: {d['reason']}")
+    for uplink, classes in status.cloud_backlog.items():
+        pending = ", ".join(f"{n} {c}" for c, n in sorted(classes.items()))
+        print(f"cloud uplink {uplink}: pending {pending}")
+    if config.cloud is not None:
+        print(f"cloud: last delivery {_age(status.last_delivered_at)}")
     print(f"open events: {len(status.open_events)} (of {status.events_total} events)")
     for e in status.open_events:
         print(

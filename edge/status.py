@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cloud_sync.policy import PRIORITY
 from edge.config import GatewayConfig
+
+_CLASS_BY_PRIORITY = {priority: name for name, priority in PRIORITY.items()}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,17 +38,15 @@ class GatewayStatus:
     open_events: list[dict[str, Any]]
     events_total: int
     database_bytes: int
+    modes: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """Sensors a technician put into maintenance or calibration: mode, who, why, since."""
+    cloud_backlog: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    """Records not yet acknowledged, per uplink and data class."""
+    last_delivered_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
-        return {
-            "sensors": [dataclasses.asdict(s) for s in self.sensors],
-            "dead_letters_total": self.dead_letters_total,
-            "recent_dead_letters": self.recent_dead_letters,
-            "open_events": self.open_events,
-            "events_total": self.events_total,
-            "database_bytes": self.database_bytes,
-        }
+        return dataclasses.asdict(self)
 
 
 def database_bytes(path: Path) -> int:
@@ -113,6 +114,21 @@ def read_status(config: GatewayConfig, *, dead_letter_limit: int = 5) -> Gateway
             )
         ]
         events_total = db.execute("SELECT count(*) FROM events").fetchone()[0]
+        modes = {
+            r["sensor_id"]: {
+                "mode": r["mode"],
+                "who": r["who"],
+                "why": r["why"],
+                "since": r["requested_at"],
+            }
+            for r in _optional(db, "SELECT * FROM sensor_modes WHERE mode != 'normal'")
+        }
+        backlog: dict[str, dict[str, int]] = {}
+        for r in _optional(
+            db, "SELECT uplink, priority, count(*) AS n FROM outbox_pending GROUP BY 1, 2"
+        ):
+            backlog.setdefault(r["uplink"], {})[_CLASS_BY_PRIORITY.get(r["priority"], "?")] = r["n"]
+        delivered = _optional(db, "SELECT max(delivered_at) AS t FROM outbox")
     return GatewayStatus(
         sensors=sensors,
         dead_letters_total=int(total),
@@ -120,7 +136,18 @@ def read_status(config: GatewayConfig, *, dead_letter_limit: int = 5) -> Gateway
         open_events=open_events,
         events_total=int(events_total),
         database_bytes=database_bytes(path),
+        modes=modes,
+        cloud_backlog=backlog,
+        last_delivered_at=delivered[0]["t"] if delivered else None,
     )
+
+
+def _optional(db: sqlite3.Connection, sql: str) -> list[sqlite3.Row]:
+    """Rows of a query on a table that only exists once its feature was used."""
+    try:
+        return db.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []
 
 
 def recent_events(path: Path, *, after_seq: int = 0, limit: int = 50) -> list[dict[str, Any]]:
