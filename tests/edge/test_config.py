@@ -155,3 +155,32 @@ def test_cli_config_schema_is_json_schema():
     schema = json.loads(result.stdout)
     assert schema["title"] == "GatewayConfig"
     assert schema["additionalProperties"] is False
+
+
+def test_cli_status_shows_maintenance_and_reports_a_missing_store(tmp_path):
+    import asyncio
+
+    from helpers import gateway_dict
+
+    from edge.sensor_modes import request_mode
+    from edge.store import Store
+
+    db = tmp_path / "g.db"
+    config_path = tmp_path / "g.yaml"
+    config_path.write_text(yaml.safe_dump(gateway_dict(db), allow_unicode=True))
+    missing = _cli("status", "--config", str(config_path))
+    assert missing.returncode == 1
+    assert "no gateway database" in missing.stderr
+
+    async def create():
+        async with await Store.open(db):
+            pass
+
+    asyncio.run(create())
+    request_mode(db, "noise-01", "calibration", "tech.li", "zero gas")
+    result = _cli("status", "--config", str(config_path))
+    assert result.returncode == 0, result.stderr
+    assert "noise-01: calibration since" in result.stdout
+    assert "by tech.li: zero gas" in result.stdout
+    as_json = json.loads(_cli("status", "--config", str(config_path), "--json").stdout)
+    assert as_json["modes"]["noise-01"]["who"] == "tech.li"
