@@ -91,12 +91,25 @@ class _ModeFollower:
         return events
 
 
-async def _close_stale_events(store: Store) -> None:
-    """Close events a previous run left open: their lifecycle state died with it."""
+async def _close_stale_events(store: Store, monitors: dict[str, SensorMonitor]) -> None:
+    """Resume the events a previous run left open; close those no monitor can continue.
+
+    A sensor condition that lasts across a restart (a power cut) must stay one event, not
+    a false recovery followed by a duplicate alarm, so each open event is offered to its
+    source's monitor. What nobody adopts (vision events, which need fresh confirmation,
+    or a limit the new config no longer has) is closed as before.
+    """
     now = time.time()
+    adopted = closed = 0
     for event in await store.open_events():
+        monitor = monitors.get(event.source)
+        if monitor is not None and monitor.adopt(event):
+            adopted += 1
+            continue
         detail = {**event.detail, "closed_by": "gateway restart"}
         await store.emit(replace(event, status=EventStatus.CLOSED, ended_at=now, detail=detail))
+        closed += 1
+    log.info("open events at start adopted=%d closed=%d", adopted, closed)
 
 
 async def _confirm_or_roll_back(
@@ -209,7 +222,7 @@ async def run_gateway(
     )
     outbox = make_outbox(config.gateway.id, config.cloud, config.store.path)
     async with await Store.open(config.store.path, outbox=outbox) as store:
-        await _close_stale_events(store)
+        await _close_stale_events(store, monitors)
         intake = Intake(config, monitors=monitors)
         # Everything built so far (config, profiles, modules) lives as long as the process:
         # keep it out of the cyclic collector's full passes, which the ingest's many small

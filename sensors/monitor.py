@@ -185,8 +185,12 @@ class SensorMonitor:
         metrics: Mapping[str, tuple[Aggregate, str, str | None]] | None = None,
         health: HealthConfig | None = None,
         energy_readings: Iterable[str] = (),
+        quantities: Iterable[str] | None = None,
     ) -> None:
         self.sensor_id = sensor_id
+        # The configured reading names, when known: an event about a quantity that left the
+        # config cannot be resumed (nothing would ever close it). None accepts any name.
+        self._quantities = frozenset(quantities) if quantities is not None else None
         self._ref = ref
         self._limits = {p: tuple(ls) for p, ls in (limits or {}).items()}
         self._metrics = {q: _Metric(*m) for q, m in (metrics or {}).items()}
@@ -234,6 +238,9 @@ class SensorMonitor:
         self._mode = ModeState()
         self._mode_id = ""
         self._forced_flag: str | None = None
+        # An adopted offline event stays open until a reading arrives, even while the
+        # restarted offline clock has not yet run out (see :meth:`adopt`).
+        self._offline_held = False
 
     # --- hot path -------------------------------------------------------------------
 
@@ -314,6 +321,8 @@ class SensorMonitor:
     def tick(self, now: float) -> list[Event]:
         """Close finished windows and judge them; judge health. ``now`` is receive time."""
         events: list[Event] = []
+        if self._seen:
+            self._offline_held = False
         if self._seen or self._last_seen_rx is None:
             # the first tick starts the offline clock for a sensor never heard from
             self._last_seen_rx = now
@@ -441,7 +450,9 @@ class SensorMonitor:
         h = self._health
         in_mode = self._mode.mode is not Mode.NORMAL
         last = self._last_seen_rx if self._last_seen_rx is not None else now
-        offline = is_offline(last, now, h.expected_interval_s, h.offline_multiple)
+        offline = self._offline_held or is_offline(
+            last, now, h.expected_interval_s, h.offline_multiple
+        )
         # maintenance explains silence: do not open a new outage during it
         self._offline, action = health_step(
             self._offline, offline and (self._offline.open or not in_mode), last
@@ -564,6 +575,155 @@ class SensorMonitor:
             detail={"sensor": self.sensor_id, "mode": new_mode.value, "who": who, "why": why},
         )
 
+    # --- restart -------------------------------------------------------------------
+
+    def adopt(self, event: Event) -> bool:
+        """Resume an event a previous run left open; return False when it is not ours.
+
+        Called at start-up, before the first reading, for each open event in the store, so
+        a condition that lasts across a restart keeps its ``event_id``: the next evaluation
+        updates or closes that event instead of opening a second one. Restores state only
+        (no I/O, nothing emitted). Returns False for another source, a kind this monitor
+        does not produce, or an event the current config can no longer judge (its limit,
+        quantity or stuck check is gone); the caller closes those.
+        """
+        if event.source != self.sensor_id:
+            return False
+        adopt = {
+            "exceedance": self._adopt_exceedance,
+            "sensor_offline": self._adopt_offline,
+            "sensor_stuck": self._adopt_stuck,
+            "sensor_out_of_range": self._adopt_out_of_range,
+            "maintenance": self._adopt_maintenance,
+        }.get(event.kind)
+        return adopt is not None and adopt(event)
+
+    def _adopt_exceedance(self, event: Event) -> bool:
+        d = event.detail
+        quantity = d.get("quantity")
+        if not isinstance(quantity, str):
+            return False
+        key = (quantity, event.severity.value)
+        limit = self._limit_for(key, d)
+        if limit is None:
+            return False
+        current = self._rules.get(key)
+        if current is not None and current.phase in (Phase.ACTIVE, Phase.CLEARING):
+            return self._rule_ids[key] == event.event_id  # a duplicate is closed, not merged
+        window_value = _number(d.get("window_value"))
+        windows = d.get("windows")
+        # ACTIVE even if it was CLEARING when the process died: the clear duration then
+        # restarts, which can only delay a close, never invent a recovery.
+        self._rules[key] = RuleState(
+            phase=Phase.ACTIVE,
+            breach_since=event.started_at,
+            peak=_number(d.get("peak"), window_value),
+            last_value=window_value,
+            # OPEN/UPDATE set last_emit to the end of the window they report, so the next
+            # periodic UPDATE stays update_every_s after the last one actually sent.
+            last_emit=_number(d.get("window_end"), event.started_at),
+            windows=windows if isinstance(windows, int) else 0,
+            flags=_flag_counts(d.get("flags")),
+        )
+        self._rule_ids[key] = event.event_id
+        self._rule_limits[key] = limit
+        return True
+
+    def _limit_for(self, key: tuple[str, str], detail: Mapping[str, Any]) -> Limit | None:
+        """The configured limit an exceedance was judged against, if it still exists.
+
+        A changed bound or unit is a different rule: its event must close and a new one
+        open under the new limit, so the record never mixes two limits under one id.
+        """
+        same = [
+            lim
+            for limits in self._limits.values()
+            for lim in limits
+            if (lim.quantity, lim.severity.value) == key
+            and lim.unit == detail.get("unit")
+            and _same_bound(lim.lower, detail.get("limit_min"))
+            and _same_bound(lim.upper, detail.get("limit_max"))
+        ]
+        # Day and night may share a bound; prefer the period the event was judged in.
+        return next((lim for lim in same if lim.period == detail.get("period")), None) or (
+            same[0] if same else None
+        )
+
+    def _adopt_offline(self, event: Event) -> bool:
+        if self._offline.open:
+            return self._offline_id == event.event_id
+        self._offline = HealthState(open=True, since=event.started_at)
+        self._offline_id = event.event_id
+        # The offline clock restarts at the first tick, which alone would read as a
+        # recovery: hold the event open until the sensor is actually heard from.
+        self._offline_held = True
+        return True
+
+    def _adopt_stuck(self, event: Event) -> bool:
+        h = self._health
+        name = event.detail.get("quantity")
+        value = _number(event.detail.get("value"))
+        if (
+            h.stuck_after_s is None
+            or not self._knows(name)
+            or name in h.stuck_exempt
+            or math.isnan(value)
+        ):
+            return False
+        assert isinstance(name, str)  # checked by _knows
+        state = self._stuck.get(name)
+        if state is not None and state.open:
+            return self._stuck_ids[name] == event.event_id
+        # Rebuild the flat-line run so it stays stuck until a different or flagged reading
+        # ends it, as it would have without the restart.
+        acc = self._acc(name)
+        acc.run_ref = value
+        acc.run_start = event.started_at
+        acc.run_last = event.started_at + h.stuck_after_s
+        run_n = event.detail.get("run_readings")
+        acc.run_n = max(2, run_n if isinstance(run_n, int) else 0)
+        self._stuck[name] = HealthState(open=True, since=event.started_at)
+        self._stuck_ids[name] = event.event_id
+        return True
+
+    def _adopt_out_of_range(self, event: Event) -> bool:
+        name = event.detail.get("quantity")
+        if not self._knows(name):
+            return False
+        assert isinstance(name, str)  # checked by _knows
+        state = self._oor_state.get(name)
+        if state is not None and state.open:
+            return self._oor_ids[name] == event.event_id
+        count = event.detail.get("count")
+        # Pending at the accumulator's current count: the next valid reading recovers it.
+        self._oor[name] = (
+            _number(event.detail.get("value")),
+            event.started_at,
+            self._acc(name).seq,
+            count if isinstance(count, int) else 1,
+        )
+        self._oor_state[name] = HealthState(open=True, since=event.started_at)
+        self._oor_ids[name] = event.event_id
+        return True
+
+    def _adopt_maintenance(self, event: Event) -> bool:
+        d = event.detail
+        raw = d.get("mode")
+        if not isinstance(raw, str) or raw not in {m.value for m in Mode if m is not Mode.NORMAL}:
+            return False
+        mode = Mode(raw)
+        if self._mode.mode is not Mode.NORMAL:
+            return self._mode_id == event.event_id
+        self._mode = ModeState(
+            mode=mode, who=str(d.get("who", "")), why=str(d.get("why", "")), since=event.started_at
+        )
+        self._mode_id = event.event_id
+        self._forced_flag = mode.flag
+        return True
+
+    def _knows(self, name: object) -> bool:
+        return isinstance(name, str) and (self._quantities is None or name in self._quantities)
+
     # --- introspection --------------------------------------------------------------
 
     def open_events(self) -> dict[str, str]:
@@ -581,6 +741,25 @@ class SensorMonitor:
             if st.open:
                 out[f"sensor_out_of_range:{name}"] = self._oor_ids[name]
         return out
+
+
+def _number(value: object, default: float = math.nan) -> float:
+    """A number read back from an event's JSON detail (None, missing or text: default)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return default
+
+
+def _same_bound(bound: float | None, recorded: object) -> bool:
+    if bound is None:
+        return recorded is None
+    return not math.isnan(r := _number(recorded)) and math.isclose(bound, r, rel_tol=1e-9)
+
+
+def _flag_counts(recorded: object) -> tuple[tuple[str, int], ...]:
+    if not isinstance(recorded, Mapping):
+        return ()
+    return tuple(sorted((str(f), n) for f, n in recorded.items() if isinstance(n, int)))
 
 
 def build_monitors(
@@ -650,5 +829,6 @@ def build_monitors(
             metrics=metrics,
             health=health,
             energy_readings=energy,
+            quantities=units_by_reading,
         )
     return monitors
