@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.tls import TLSConfig
+
 DataClass = Literal["alarm", "event", "status", "minute"]
 ALL_CLASSES: tuple[DataClass, ...] = ("alarm", "event", "status", "minute")
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
@@ -19,28 +21,6 @@ _NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class UplinkTLSConfig(_Model):
-    """TLS (and optional client certificate) towards the cloud."""
-
-    enabled: bool = Field(default=False, description="Connect with TLS.")
-    ca_file: Path | None = Field(
-        default=None,
-        description="CA bundle that signs the cloud's certificate; system CAs if empty.",
-    )
-    cert_file: Path | None = Field(
-        default=None, description="Client certificate for mutual TLS (needs key_file)."
-    )
-    key_file: Path | None = Field(
-        default=None, description="Private key of the client certificate."
-    )
-
-    @model_validator(mode="after")
-    def _pair(self) -> UplinkTLSConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file must be given together")
-        return self
 
 
 class _UplinkBase(_Model):
@@ -84,7 +64,7 @@ class MqttUplinkConfig(_UplinkBase):
     )
     username_env: str | None = Field(default=None, description="Env var holding the username.")
     password_env: str | None = Field(default=None, description="Env var holding the password.")
-    tls: UplinkTLSConfig = Field(default_factory=UplinkTLSConfig, description="TLS settings.")
+    tls: TLSConfig = Field(default_factory=TLSConfig, description="TLS settings.")
     commands: bool = Field(default=True, description="Subscribe to downlink commands.")
 
 
@@ -99,8 +79,8 @@ class HttpsUplinkConfig(_UplinkBase):
     token_env: str | None = Field(
         default=None, description="Env var holding a bearer token for the Authorization header."
     )
-    tls: UplinkTLSConfig = Field(
-        default_factory=UplinkTLSConfig, description="CA and client certificate for https URLs."
+    tls: TLSConfig = Field(
+        default_factory=TLSConfig, description="CA and client certificate for https URLs."
     )
 
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from cloud_sync.config import HttpsUplinkConfig
 from cloud_sync.errors import UplinkError, UplinkRejectedError
 from cloud_sync.outbox import OutRecord, wire_batch
-from cloud_sync.transport import client_ssl_context
+from edge.tls import client_ssl_context
 
 
 def batch_key(records: Sequence[OutRecord]) -> str:

@@ -24,7 +24,8 @@ from paho.mqtt.properties import Properties
 from cloud_sync.config import MqttUplinkConfig
 from cloud_sync.errors import UplinkError
 from cloud_sync.outbox import OutRecord, wire_batch
-from cloud_sync.transport import client_ssl_context
+from edge.mqtt import shut_down
+from edge.tls import client_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,6 @@ class MqttUplink:
         """Disconnect cleanly and stop paho's thread."""
         client, self._client = self._client, None
         if client is not None:
-            client.disconnect()
-            await asyncio.to_thread(client.loop_stop)
+            await shut_down(client)
         self.connected = False
         self._connected_event.clear()

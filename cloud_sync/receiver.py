@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from cloud_sync.chain import ChainReport, public_key_from_hex, verify_chain
+from edge.mqtt import shut_down
 
 log = logging.getLogger(__name__)
 
@@ -295,8 +296,7 @@ class Receiver:
             self._server.close()
             await self._server.wait_closed()
             if self._client is not None:
-                self._client.disconnect()
-                await asyncio.to_thread(self._client.loop_stop)
+                await shut_down(self._client)
             self.db.close()
 
     # -- MQTT --------------------------------------------------------------------------

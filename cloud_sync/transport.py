@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Sequence
 from typing import Protocol
 
-from cloud_sync.config import UplinkTLSConfig
 from cloud_sync.outbox import OutRecord
 
 
@@ -27,11 +25,3 @@ class Transport(Protocol):
     async def close(self) -> None:
         """Disconnect and release resources."""
         ...
-
-
-def client_ssl_context(tls: UplinkTLSConfig) -> ssl.SSLContext:
-    """A verifying client TLS context, with the client certificate for mutual TLS."""
-    context = ssl.create_default_context(cafile=None if tls.ca_file is None else str(tls.ca_file))
-    if tls.cert_file is not None and tls.key_file is not None:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    return context

@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cloud_sync.config import CloudConfig
+from edge.tls import TLSConfig
 from sensors.standards import HealthConfig, StandardRef
 from vision.config import VisionConfig
 
@@ -67,27 +68,6 @@ class SiteConfig(_Model):
         if code[17] != expected:
             raise ValueError(f"check character is {code[17]!r}, expected {expected!r}")
         return code
-
-
-class TLSConfig(_Model):
-    """TLS for the broker connection."""
-
-    enabled: bool = Field(default=False, description="Connect with TLS.")
-    ca_file: Path | None = Field(
-        default=None, description="CA bundle to verify the broker; system CAs when empty."
-    )
-    cert_file: Path | None = Field(
-        default=None, description="Client certificate for mutual TLS (with key_file)."
-    )
-    key_file: Path | None = Field(
-        default=None, description="Private key of the client certificate."
-    )
-
-    @model_validator(mode="after")
-    def _cert_and_key_together(self) -> Self:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file must be given together")
-        return self
 
 
 class BrokerConfig(_Model):

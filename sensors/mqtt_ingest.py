@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +29,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.config import BrokerConfig, GatewayConfig
 from edge.events import Event
+from edge.mqtt import shut_down
+from edge.tls import client_ssl_context
 from sensors.intake import Batch, Intake
 
 log = logging.getLogger(__name__)
@@ -65,12 +66,7 @@ def make_client(broker: BrokerConfig, client_id: str) -> mqtt.Client:
     if user is not None:
         client.username_pw_set(user, _secret(broker.password_env))
     if broker.tls.enabled:
-        context = ssl.create_default_context(
-            cafile=str(broker.tls.ca_file) if broker.tls.ca_file else None
-        )
-        if broker.tls.cert_file and broker.tls.key_file:
-            context.load_cert_chain(str(broker.tls.cert_file), str(broker.tls.key_file))
-        client.tls_set_context(context)
+        client.tls_set_context(client_ssl_context(broker.tls))
     client.reconnect_delay_set(1, max(1, int(broker.reconnect_max_s)))
     return client
 
@@ -223,8 +219,7 @@ class MqttIngest:
                     log.error("shutdown with uncommitted messages; the broker will redeliver them")
             finally:
                 # DISCONNECT is queued behind the last PUBACKs, so they reach the broker first.
-                self.client.disconnect()
-                await asyncio.to_thread(self.client.loop_stop)
+                await shut_down(self.client)
 
     async def _wait_for_flush(self, stop: asyncio.Event) -> None:
         stop_wait = asyncio.ensure_future(stop.wait())

@@ -29,6 +29,7 @@ from edge.config import (
     QuantityConfig,
     SensorConfig,
 )
+from edge.mqtt import shut_down
 from sensors import hj212
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,6 @@ async def publish_forever(
                 sent += 1
             await asyncio.sleep(interval_s)
     finally:
-        client.disconnect()
-        await asyncio.to_thread(client.loop_stop)
+        await shut_down(client)
     log.info("simulator stopped published=%d", sent)
     return sent
