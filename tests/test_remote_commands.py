@@ -50,6 +50,7 @@ class Cloud:
     def close(self):
         self.client.disconnect()
         self.client.loop_stop()
+        self.client.on_message = None  # break the cycle so paho's sockets close now
 
 
 @pytest.fixture
