@@ -91,7 +91,7 @@ class _ModeFollower:
         return events
 
 
-async def _close_stale_events(store: Store, monitors: dict[str, SensorMonitor]) -> None:
+async def resume_open_events(store: Store, monitors: dict[str, SensorMonitor]) -> None:
     """Resume the events a previous run left open; close those no monitor can continue.
 
     A sensor condition that lasts across a restart (a power cut) must stay one event, not
@@ -222,7 +222,7 @@ async def run_gateway(
     )
     outbox = make_outbox(config.gateway.id, config.cloud, config.store.path)
     async with await Store.open(config.store.path, outbox=outbox) as store:
-        await _close_stale_events(store, monitors)
+        await resume_open_events(store, monitors)
         intake = Intake(config, monitors=monitors)
         # Everything built so far (config, profiles, modules) lives as long as the process:
         # keep it out of the cyclic collector's full passes, which the ingest's many small

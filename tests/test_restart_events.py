@@ -17,7 +17,7 @@ from pathlib import Path
 from helpers import gateway_config, sensor
 
 from edge.events import Event, EventStatus, Severity
-from edge.gateway import _close_stale_events, _ModeFollower, build_sensor_monitors
+from edge.gateway import _ModeFollower, build_sensor_monitors, resume_open_events
 from edge.sensor_modes import ModeRequest
 from edge.store import Store
 from sensors.intake import Batch
@@ -96,7 +96,7 @@ def test_exceedance_and_offline_keep_their_ids_across_a_restart(tmp_path, caplog
         monitors = build_sensor_monitors(config)  # the gateway's own builder
         async with await Store.open(db) as store:
             with caplog.at_level(logging.INFO, logger="edge.gateway"):
-                await _close_stale_events(store, monitors)
+                await resume_open_events(store, monitors)
             t1 = T0 + 3600
             # Still loud, noise-02 still silent: 15 minutes of windows, no new OPEN.
             loud = _feed(monitors, [65.0 + (i % 2) * 0.1 for i in range(900)], t1)
@@ -153,7 +153,7 @@ def test_maintenance_survives_a_restart_without_a_second_event(tmp_path):
     async def second_run() -> list[Event]:
         monitors = build_sensor_monitors(config)
         async with await Store.open(db) as store:
-            await _close_stale_events(store, monitors)
+            await resume_open_events(store, monitors)
             assert monitors["noise-01"].forced_flag == "M"
             # The gateway re-applies the technician's recorded mode at start: nothing to do.
             follower = _ModeFollower(config, monitors)
