@@ -11,19 +11,29 @@ the readings.
 Clocks: windows follow the device's timestamps (so an Leq covers the interval the device
 measured), while offline detection uses the receive clock passed to ``tick`` (a device
 with a wrong clock is still seen as alive or silent correctly).
+
+The window accumulators live in :mod:`sensors.window`; reading back an event a previous
+run left open (for :meth:`SensorMonitor.adopt`) in :mod:`sensors.adoption`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from edge.events import Event, EventStatus, Severity
 from edge.ids import new_id
+from sensors.adoption import (
+    exceedance_key,
+    matching_limit,
+    pending_out_of_range,
+    resumed_mode,
+    resumed_rule,
+    resumed_run,
+)
 from sensors.health import HealthState, health_step, is_offline, is_stuck
 from sensors.maintenance import Mode, ModeState, change_mode
 from sensors.rules import (
@@ -48,6 +58,7 @@ from sensors.standards import (
     StandardRef,
     resolve_limits,
 )
+from sensors.window import Accumulator, Metric, SealedWindow
 
 __all__ = ["MonitoredQuantity", "MonitoredSensor", "SensorMonitor", "build_monitors"]
 
@@ -90,79 +101,6 @@ class MonitoredSensor(Protocol):
         ...
 
 
-class _Acc:
-    """Per-quantity accumulator for the current window, plus flat-line tracking."""
-
-    __slots__ = (
-        "energy",
-        "energy_on",
-        "flags",
-        "last",
-        "n",
-        "run_last",
-        "run_n",
-        "run_ref",
-        "run_start",
-        "seq",
-        "tol",
-        "total",
-        "vmax",
-        "vmin",
-    )
-
-    def __init__(self, *, energy_on: bool, tol: float) -> None:
-        self.energy_on = energy_on
-        self.tol = tol
-        self.seq = 0  # every observed reading, for out-of-range recovery
-        self.run_ref = math.nan
-        self.run_start = 0.0
-        self.run_last = 0.0
-        self.run_n = 0
-        self.n = 0
-        self.total = 0.0
-        self.energy = 0.0
-        self.vmax = -math.inf
-        self.vmin = math.inf
-        self.last = math.nan
-        self.flags: dict[str, int] = {}
-
-    def snapshot_and_reset(self) -> WindowStats:
-        stats = WindowStats(
-            n=self.n,
-            total=self.total,
-            energy=self.energy,
-            vmax=self.vmax,
-            vmin=self.vmin,
-            last=self.last,
-            flags=tuple(sorted(self.flags.items())),
-        )
-        self.n = 0
-        self.total = 0.0
-        self.energy = 0.0
-        self.vmax = -math.inf
-        self.vmin = math.inf
-        self.last = math.nan
-        if self.flags:
-            self.flags = {}
-        return stats
-
-
-@dataclass(frozen=True, slots=True)
-class _Metric:
-    """How one profile quantity is computed from the sensor's readings."""
-
-    aggregate: Aggregate
-    reading: str
-    inlet: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Window:
-    start: float
-    end: float
-    stats: Mapping[str, WindowStats]
-
-
 _EMPTY = WindowStats()
 
 
@@ -193,7 +131,7 @@ class SensorMonitor:
         self._quantities = frozenset(quantities) if quantities is not None else None
         self._ref = ref
         self._limits = {p: tuple(ls) for p, ls in (limits or {}).items()}
-        self._metrics = {q: _Metric(*m) for q, m in (metrics or {}).items()}
+        self._metrics = {q: Metric(*m) for q, m in (metrics or {}).items()}
         self._health = health or HealthConfig()
         self._window_s = ref.window_s if ref is not None else 60.0
         self._timing = Timing(
@@ -215,14 +153,14 @@ class SensorMonitor:
             if ref.soil_ph is not None:
                 self._context["soil_ph"] = ref.soil_ph
         self._energy = frozenset(energy_readings)
-        self._accs: dict[str, _Acc] = {}
+        self._accs: dict[str, Accumulator] = {}
         for name in {m.reading for m in self._metrics.values()} | {
             m.inlet for m in self._metrics.values() if m.inlet
         }:
             self._acc(name)
         self._window_start = -math.inf
         self._window_end = -math.inf
-        self._sealed: list[_Window] = []
+        self._sealed: list[SealedWindow] = []
         self._seen = 0
         self._last_seen_rx: float | None = None
         self._rules: dict[tuple[str, str], RuleState] = {}
@@ -244,12 +182,12 @@ class SensorMonitor:
 
     # --- hot path -------------------------------------------------------------------
 
-    def _acc(self, name: str) -> _Acc:
+    def _acc(self, name: str) -> Accumulator:
         acc = self._accs.get(name)
         if acc is None:
             h = self._health
             tol = h.stuck_tolerances.get(name, h.stuck_tolerance)
-            acc = self._accs[name] = _Acc(energy_on=name in self._energy, tol=tol)
+            acc = self._accs[name] = Accumulator(energy_on=name in self._energy, tol=tol)
         return acc
 
     @property
@@ -308,7 +246,7 @@ class SensorMonitor:
         """Close the current window; start the one containing ``ts`` (None: none yet)."""
         if self._window_start != -math.inf:
             stats = {name: acc.snapshot_and_reset() for name, acc in self._accs.items()}
-            self._sealed.append(_Window(self._window_start, self._window_end, stats))
+            self._sealed.append(SealedWindow(self._window_start, self._window_end, stats))
         if ts is None:
             self._window_start = self._window_end = -math.inf
         else:
@@ -347,7 +285,7 @@ class SensorMonitor:
         seconds = local.hour * 3600 + local.minute * 60 + local.second
         return period_at(seconds, self._day_start, self._night_start)
 
-    def _judge(self, window: _Window, events: list[Event]) -> None:
+    def _judge(self, window: SealedWindow, events: list[Event]) -> None:
         limits = self._limits.get(self._period(window.start), ())
         applicable: set[tuple[str, str]] = set()
         for limit in limits:
@@ -599,55 +537,19 @@ class SensorMonitor:
         return adopt is not None and adopt(event)
 
     def _adopt_exceedance(self, event: Event) -> bool:
-        d = event.detail
-        quantity = d.get("quantity")
-        if not isinstance(quantity, str):
+        key = exceedance_key(event)
+        if key is None:
             return False
-        key = (quantity, event.severity.value)
-        limit = self._limit_for(key, d)
+        limit = matching_limit(self._limits, key, event.detail)
         if limit is None:
             return False
         current = self._rules.get(key)
         if current is not None and current.phase in (Phase.ACTIVE, Phase.CLEARING):
             return self._rule_ids[key] == event.event_id  # a duplicate is closed, not merged
-        window_value = _number(d.get("window_value"))
-        windows = d.get("windows")
-        # ACTIVE even if it was CLEARING when the process died: the clear duration then
-        # restarts, which can only delay a close, never invent a recovery.
-        self._rules[key] = RuleState(
-            phase=Phase.ACTIVE,
-            breach_since=event.started_at,
-            peak=_number(d.get("peak"), window_value),
-            last_value=window_value,
-            # OPEN/UPDATE set last_emit to the end of the window they report, so the next
-            # periodic UPDATE stays update_every_s after the last one actually sent.
-            last_emit=_number(d.get("window_end"), event.started_at),
-            windows=windows if isinstance(windows, int) else 0,
-            flags=_flag_counts(d.get("flags")),
-        )
+        self._rules[key] = resumed_rule(event)
         self._rule_ids[key] = event.event_id
         self._rule_limits[key] = limit
         return True
-
-    def _limit_for(self, key: tuple[str, str], detail: Mapping[str, Any]) -> Limit | None:
-        """The configured limit an exceedance was judged against, if it still exists.
-
-        A changed bound or unit is a different rule: its event must close and a new one
-        open under the new limit, so the record never mixes two limits under one id.
-        """
-        same = [
-            lim
-            for limits in self._limits.values()
-            for lim in limits
-            if (lim.quantity, lim.severity.value) == key
-            and lim.unit == detail.get("unit")
-            and _same_bound(lim.lower, detail.get("limit_min"))
-            and _same_bound(lim.upper, detail.get("limit_max"))
-        ]
-        # Day and night may share a bound; prefer the period the event was judged in.
-        return next((lim for lim in same if lim.period == detail.get("period")), None) or (
-            same[0] if same else None
-        )
 
     def _adopt_offline(self, event: Event) -> bool:
         if self._offline.open:
@@ -662,26 +564,18 @@ class SensorMonitor:
     def _adopt_stuck(self, event: Event) -> bool:
         h = self._health
         name = event.detail.get("quantity")
-        value = _number(event.detail.get("value"))
-        if (
-            h.stuck_after_s is None
-            or not self._knows(name)
-            or name in h.stuck_exempt
-            or math.isnan(value)
-        ):
+        run = None if h.stuck_after_s is None else resumed_run(event, h.stuck_after_s)
+        if run is None or not self._knows(name) or name in h.stuck_exempt:
             return False
         assert isinstance(name, str)  # checked by _knows
         state = self._stuck.get(name)
         if state is not None and state.open:
             return self._stuck_ids[name] == event.event_id
-        # Rebuild the flat-line run so it stays stuck until a different or flagged reading
-        # ends it, as it would have without the restart.
         acc = self._acc(name)
-        acc.run_ref = value
-        acc.run_start = event.started_at
-        acc.run_last = event.started_at + h.stuck_after_s
-        run_n = event.detail.get("run_readings")
-        acc.run_n = max(2, run_n if isinstance(run_n, int) else 0)
+        acc.run_ref = run.value
+        acc.run_start = run.start
+        acc.run_last = run.last
+        acc.run_n = run.readings
         self._stuck[name] = HealthState(open=True, since=event.started_at)
         self._stuck_ids[name] = event.event_id
         return True
@@ -694,31 +588,20 @@ class SensorMonitor:
         state = self._oor_state.get(name)
         if state is not None and state.open:
             return self._oor_ids[name] == event.event_id
-        count = event.detail.get("count")
-        # Pending at the accumulator's current count: the next valid reading recovers it.
-        self._oor[name] = (
-            _number(event.detail.get("value")),
-            event.started_at,
-            self._acc(name).seq,
-            count if isinstance(count, int) else 1,
-        )
+        self._oor[name] = pending_out_of_range(event, self._acc(name).seq)
         self._oor_state[name] = HealthState(open=True, since=event.started_at)
         self._oor_ids[name] = event.event_id
         return True
 
     def _adopt_maintenance(self, event: Event) -> bool:
-        d = event.detail
-        raw = d.get("mode")
-        if not isinstance(raw, str) or raw not in {m.value for m in Mode if m is not Mode.NORMAL}:
+        state = resumed_mode(event)
+        if state is None:
             return False
-        mode = Mode(raw)
         if self._mode.mode is not Mode.NORMAL:
             return self._mode_id == event.event_id
-        self._mode = ModeState(
-            mode=mode, who=str(d.get("who", "")), why=str(d.get("why", "")), since=event.started_at
-        )
+        self._mode = state
         self._mode_id = event.event_id
-        self._forced_flag = mode.flag
+        self._forced_flag = state.mode.flag
         return True
 
     def _knows(self, name: object) -> bool:
@@ -741,25 +624,6 @@ class SensorMonitor:
             if st.open:
                 out[f"sensor_out_of_range:{name}"] = self._oor_ids[name]
         return out
-
-
-def _number(value: object, default: float = math.nan) -> float:
-    """A number read back from an event's JSON detail (None, missing or text: default)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return default
-
-
-def _same_bound(bound: float | None, recorded: object) -> bool:
-    if bound is None:
-        return recorded is None
-    return not math.isnan(r := _number(recorded)) and math.isclose(bound, r, rel_tol=1e-9)
-
-
-def _flag_counts(recorded: object) -> tuple[tuple[str, int], ...]:
-    if not isinstance(recorded, Mapping):
-        return ()
-    return tuple(sorted((str(f), n) for f, n in recorded.items() if isinstance(n, int)))
 
 
 def build_monitors(
