@@ -9,7 +9,6 @@ expires records past their TTL and prunes delivered ones past the retention time
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -27,6 +26,7 @@ from cloud_sync.outbox import Outbox, OutRecord, classes_of
 from cloud_sync.policy import backoff_delay
 from cloud_sync.transport import Transport
 from edge.clock import clock_synchronised
+from edge.waits import wait_any
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +200,7 @@ class CloudSync:
                 records = await self._done_and_pop(name, acked, limit)
                 acked = []
                 if not records:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), IDLE_POLL_S)
+                    await wait_any(stop, at_most=IDLE_POLL_S)
                     continue
                 acked = await transport.send(records)
                 self.delivered[name] = self.delivered.get(name, 0) + len(acked)
@@ -217,8 +216,7 @@ class CloudSync:
                     len(acked),
                     delay,
                 )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                await wait_any(stop, at_most=delay)
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         interval = self.cloud.outbox.status_interval_s
@@ -231,8 +229,7 @@ class CloudSync:
             return await outbox.expire(db, now, clock_synchronised()), await outbox.prune(db, now)
 
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), HOUSEKEEPING_S)
+            await wait_any(stop, at_most=HOUSEKEEPING_S)
             expired, pruned = await self.store.run(op)
             if expired or pruned:
                 log.info("outbox housekeeping expired=%d pruned=%d", expired, pruned)

@@ -26,6 +26,7 @@ from edge.config import GatewayConfig
 from edge.config_file import parse_config
 from edge.gateway import run_gateway
 from edge.status import read_status, recent_events
+from edge.waits import wait_any
 from sensors.simulate import Scenario, Simulator, publish_forever
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,7 @@ async def _display(
     seen_seq = 0
     cloud_arrival = 0
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)
+        await wait_any(stop, at_most=every_s)
         try:
             status = await asyncio.to_thread(read_status, config)
             events = await asyncio.to_thread(recent_events, config.store.path, after_seq=seen_seq)
@@ -216,8 +216,7 @@ async def run_demo(
             display = tasks.create_task(
                 _display(config, receiver, gateway_stop), name="demo.display"
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), duration_s)
+            await wait_any(stop, at_most=duration_s)
             publisher.cancel()
             # Give the uplink a moment to deliver what the last commits queued.
             await asyncio.sleep(2.0)

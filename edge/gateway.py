@@ -7,7 +7,6 @@ received, then close the store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import sqlite3
@@ -24,6 +23,7 @@ from edge.events import Event, EventStatus, Severity
 from edge.sensor_modes import ModeRequest, read_requests
 from edge.store import Store
 from edge.supervisor import Control, confirm, read_pending, roll_back
+from edge.waits import wait_any
 from sensors.intake import Intake
 from sensors.maintenance import Mode
 from sensors.monitor import SensorMonitor, build_monitors
@@ -48,14 +48,9 @@ def build_sensor_monitors(config: GatewayConfig) -> dict[str, SensorMonitor]:
         raise GatewaySetupError(str(exc)) from exc
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
 async def _prune_loop(store: Store, keep: int, stop: asyncio.Event) -> None:
     while not stop.is_set():
-        await _wait(stop, PRUNE_EVERY_S)
+        await wait_any(stop, at_most=PRUNE_EVERY_S)
         deleted = await store.prune_dead_letters(keep)
         if deleted:
             log.info("dead letters pruned deleted=%d kept=%d", deleted, keep)
@@ -120,12 +115,7 @@ async def _confirm_or_roll_back(
     if pending is None:
         return
     timeout = float(str(pending.get("timeout_s", 60.0)))
-    waits = [asyncio.ensure_future(connected.wait()), asyncio.ensure_future(stop.wait())]
-    try:
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
+    await wait_any(connected, stop, at_most=timeout)
     if stop.is_set() and not connected.is_set():
         return  # stopped before the verdict: decide after the next start
     detail = {"command_id": pending.get("command_id"), "file": str(control.config_path)}
@@ -245,7 +235,7 @@ async def run_gateway(
                 requests = await asyncio.to_thread(read_requests, config.store.path)
                 with lock:
                     intake.add_events(modes.changes(requests))
-                await _wait(stop, MODE_POLL_S)
+                await wait_any(stop, at_most=MODE_POLL_S)
 
         async with asyncio.TaskGroup() as tasks:
             connected = asyncio.Event()

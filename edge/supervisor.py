@@ -21,6 +21,7 @@ from pathlib import Path
 
 from edge.config import GatewayConfig
 from edge.config_file import ConfigError, load_config
+from edge.waits import wait_any
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +103,7 @@ async def supervise(
         async def relay(
             control: Control = control, session_stop: asyncio.Event = session_stop
         ) -> None:
-            waits = [asyncio.ensure_future(e.wait()) for e in (stop, reload, control.restart)]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for wait in waits:
-                    wait.cancel()
+            await wait_any(stop, reload, control.restart)
             session_stop.set()
 
         async with asyncio.TaskGroup() as tasks:

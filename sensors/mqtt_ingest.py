@@ -31,6 +31,7 @@ from edge.config import BrokerConfig, GatewayConfig
 from edge.events import Event
 from edge.mqtt import shut_down
 from edge.tls import client_ssl_context
+from edge.waits import wait_any
 from sensors.intake import Batch, Intake
 
 log = logging.getLogger(__name__)
@@ -209,8 +210,7 @@ class MqttIngest:
                 if not await self.flush():
                     # A failing disk: back off (up to 30 s) instead of spinning.
                     delay = min(30.0, self._interval * 2**self._failures)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), delay)
+                    await wait_any(stop, at_most=delay)
         finally:
             with self._lock:
                 self._accepting = False
@@ -222,15 +222,7 @@ class MqttIngest:
                 await shut_down(self.client)
 
     async def _wait_for_flush(self, stop: asyncio.Event) -> None:
-        stop_wait = asyncio.ensure_future(stop.wait())
-        full_wait = asyncio.ensure_future(self._full.wait())
-        try:
-            await asyncio.wait(
-                {stop_wait, full_wait}, timeout=self._interval, return_when="FIRST_COMPLETED"
-            )
-        finally:
-            stop_wait.cancel()
-            full_wait.cancel()
+        await wait_any(stop, self._full, at_most=self._interval)
         self._full.clear()
 
     async def flush(self) -> bool:
