@@ -21,6 +21,7 @@ from cloud_sync.sync import CloudSync, make_outbox
 from edge.config import GatewayConfig
 from edge.events import Event, EventStatus, Severity
 from edge.sensor_modes import ModeRequest, read_requests
+from edge.status import connect_read_only, query_optional
 from edge.store import Store
 from edge.supervisor import Control, confirm, read_pending, roll_back
 from edge.waits import wait_any
@@ -150,15 +151,16 @@ def evidence_delivered(db_path: Path) -> Callable[[str], bool]:
 
     def delivered(sha256: str) -> bool:
         try:
-            with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)) as db:
-                row = db.execute(
+            with closing(connect_read_only(db_path)) as db:
+                rows = query_optional(
+                    db,
                     "SELECT 1 FROM outbox WHERE delivered_at IS NOT NULL AND instr(body, ?) > 0"
                     " LIMIT 1",
-                    (sha256,),
-                ).fetchone()
-        except sqlite3.Error:
+                    sha256,
+                )
+        except (sqlite3.Error, FileNotFoundError):
             return False
-        return row is not None
+        return bool(rows)
 
     return delivered
 

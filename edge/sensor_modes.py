@@ -14,6 +14,8 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.status import connect_read_only, query_optional
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sensor_modes (
     sensor_id TEXT PRIMARY KEY,
@@ -61,13 +63,11 @@ def read_requests(db_path: Path) -> dict[str, ModeRequest]:
     """All recorded requests, by sensor id (empty when none were ever made)."""
     if not db_path.exists():
         return {}
-    with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10.0)) as db:
-        try:
-            rows = db.execute(
-                "SELECT sensor_id, mode, who, why, requested_at FROM sensor_modes"
-            ).fetchall()
-        except sqlite3.OperationalError:
-            return {}  # table not created yet: nobody asked
+    with closing(connect_read_only(db_path)) as db:
+        # No table yet: nobody asked.
+        rows = query_optional(
+            db, "SELECT sensor_id, mode, who, why, requested_at FROM sensor_modes"
+        )
     return {
         row[0]: ModeRequest(
             sensor_id=row[0], mode=row[1], who=row[2], why=row[3], requested_at=row[4]

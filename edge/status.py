@@ -121,14 +121,14 @@ def read_status(config: GatewayConfig, *, dead_letter_limit: int = 5) -> Gateway
                 "why": r["why"],
                 "since": r["requested_at"],
             }
-            for r in _optional(db, "SELECT * FROM sensor_modes WHERE mode != 'normal'")
+            for r in query_optional(db, "SELECT * FROM sensor_modes WHERE mode != 'normal'")
         }
         backlog: dict[str, dict[str, int]] = {}
-        for r in _optional(
+        for r in query_optional(
             db, "SELECT uplink, priority, count(*) AS n FROM outbox_pending GROUP BY 1, 2"
         ):
             backlog.setdefault(r["uplink"], {})[_CLASS_BY_PRIORITY.get(r["priority"], "?")] = r["n"]
-        delivered = _optional(db, "SELECT max(delivered_at) AS t FROM outbox")
+        delivered = query_optional(db, "SELECT max(delivered_at) AS t FROM outbox")
     return GatewayStatus(
         sensors=sensors,
         dead_letters_total=int(total),
@@ -142,10 +142,10 @@ def read_status(config: GatewayConfig, *, dead_letter_limit: int = 5) -> Gateway
     )
 
 
-def _optional(db: sqlite3.Connection, sql: str) -> list[sqlite3.Row]:
+def query_optional(db: sqlite3.Connection, sql: str, *args: object) -> list[sqlite3.Row]:
     """Rows of a query on a table that only exists once its feature was used."""
     try:
-        return db.execute(sql).fetchall()
+        return db.execute(sql, args).fetchall()
     except sqlite3.OperationalError:
         return []
 
