@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -305,15 +306,7 @@ class SensorMonitor:
         # A rule that only exists in one period (night-time Lmax) ends with its period.
         for key, state in list(self._rules.items()):
             if key not in applicable and state.phase in (Phase.ACTIVE, Phase.CLEARING):
-                ended = RuleState(
-                    phase=Phase.IDLE,
-                    breach_since=state.breach_since,
-                    clear_since=window.start,
-                    peak=state.peak,
-                    last_value=state.last_value,
-                    windows=state.windows,
-                    flags=state.flags,
-                )
+                ended = replace(state, phase=Phase.IDLE, clear_since=window.start, last_emit=0.0)
                 wv = WindowValue(start=window.start, end=window.end, value=None)
                 self._emit(
                     key, self._rule_limits[key], ended, wv, action=Action.CLOSE, events=events
