@@ -11,23 +11,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+import paho.mqtt.client as mqtt
+from broker import Mosquitto, free_port
+from paho.mqtt.enums import CallbackAPIVersion
 
-import paho.mqtt.client as mqtt  # noqa: E402
-from mosquitto import Mosquitto, free_port  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
-
-from cloud_sync.config import CloudConfig  # noqa: E402
-from cloud_sync.sync import CloudSync, make_outbox  # noqa: E402
-from edge.store import Store  # noqa: E402
+from cloud_sync.config import CloudConfig
+from cloud_sync.sync import CloudSync, make_outbox
+from edge.store import Store
 
 
 class Subscriber:
@@ -67,8 +62,8 @@ async def main(minutes: int, alarms: int) -> dict:
         }
     )
     db = work / "gw.db"
-    async with await Store.open(db, outbox=make_outbox("bench", cloud, db)) as store:
-        outbox = store.outbox
+    outbox = make_outbox("bench", cloud, db)
+    async with await Store.open(db, hook=outbox) as store:
         t0 = time.perf_counter()
         every = max(1, minutes // max(alarms, 1))
         chunk: list = []
@@ -112,7 +107,7 @@ async def main(minutes: int, alarms: int) -> dict:
         with Mosquitto(port=port) as _broker:
             subscriber = Subscriber(port)
             stop = asyncio.Event()
-            sync = CloudSync(store, cloud, "bench", seed=1)
+            sync = CloudSync(store, outbox, cloud, seed=1)
             start = time.perf_counter()
             task = asyncio.create_task(sync.run(stop))
             deadline = time.monotonic() + 300

@@ -28,12 +28,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import yaml
+from broker import Mosquitto
 from paho.mqtt.enums import CallbackAPIVersion
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from mosquitto import Mosquitto  # noqa: E402
 
 SENSORS = 10
 USCC = "91350100M000100Y43"
@@ -184,7 +180,7 @@ def gateway(
     log_path = workdir / f"{gateway_id}.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "run", "--config", str(config_path)],
+        [sys.executable, "-m", "edge.app.cli", "run", "--config", str(config_path)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

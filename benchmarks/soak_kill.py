@@ -17,14 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from broker import Mosquitto
+
+from cloud_sync.receiver import Receiver, ReceiverConfig
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from mosquitto import Mosquitto  # noqa: E402
-
-from cloud_sync.receiver import Receiver, ReceiverConfig  # noqa: E402
-
 PROC = ROOT / "tests" / "cloud_sync" / "gateway_proc.py"
 
 

@@ -71,14 +71,6 @@ def public_key_from_hex(text: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text))
 
 
-def seal(record: dict[str, Any], prev: str, key: Ed25519PrivateKey | None) -> dict[str, Any]:
-    """Link ``record`` to ``prev``, set its hash and (with a key) its signature, in place."""
-    record["prev"] = prev
-    record["hash"] = record_hash(record)
-    record["sig"] = None if key is None else sign_hash(key, record["hash"])
-    return record
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChainReport:
     """The result of verifying one gateway's records."""

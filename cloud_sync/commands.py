@@ -12,21 +12,38 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from pydantic import ValidationError
+from typing import Any, Protocol
 
 from cloud_sync.errors import CommandError
 
-if TYPE_CHECKING:
-    from cloud_sync.sync import CloudSync
-
 log = logging.getLogger(__name__)
+
+
+class SensorModes(Protocol):
+    """Where a maintenance command goes (``sensors.modes.ModeDesk``)."""
+
+    async def set_sensor_mode(self, sensor_id: str, mode: str, who: str, why: str) -> None:
+        """Request a sensor mode; raise ValueError for an unknown sensor or mode."""
+        ...
+
+
+class ConfigChanges(Protocol):
+    """Where a config command goes (``edge.app.remote_config``)."""
+
+    async def apply(self, config: dict[str, Any], command_id: str) -> dict[str, Any]:
+        """Validate and install a new config, pending confirmation; raise ValueError if refused."""
+        ...
+
+    def restart(self) -> None:
+        """Restart the gateway on the installed config."""
+        ...
+
+
+Audit = Callable[[dict[str, Any]], Awaitable[None]]
+StatusRequest = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 COMMAND_TYPES = ("ping", "status", "maintenance", "config")
 
@@ -64,31 +81,21 @@ def parse_command(payload: bytes) -> Command:
     return Command(cid, str(ctype), args)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` (fsync + rename), keeping the old file as ``.bak``."""
-    tmp = path.with_name(path.name + ".new")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if path.exists():
-        os.replace(path, path.with_name(path.name + ".bak"))
-    os.replace(tmp, path)
-
-
 class CommandProcessor:
     """Executes commands one at a time, in arrival order."""
 
     def __init__(
         self,
-        sync: CloudSync,
+        audit: Audit,
+        status: StatusRequest,
         *,
-        config_path: Path | None = None,
-        on_config_applied: Callable[[], None] | None = None,
+        modes: SensorModes | None = None,
+        configs: ConfigChanges | None = None,
     ) -> None:
-        self.sync = sync
-        self.config_path = config_path
-        self.on_config_applied = on_config_applied
+        self._audit = audit
+        self._status = status
+        self._modes = modes
+        self._configs = configs
         self.reply: Callable[[dict[str, Any]], None] | None = None
         self._restart_after_reply = False
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=100)
@@ -125,17 +132,17 @@ class CommandProcessor:
         except CommandError as exc:
             outcome = {"id": command.id, "ok": False, "error": str(exc)}
         await self._finish(outcome, {"type": command.type, "args": command.args}, received)
-        if self._restart_after_reply and self.on_config_applied is not None:
+        if self._restart_after_reply and self._configs is not None:
             # Only now: the audit record of the change is committed before the restart.
             self._restart_after_reply = False
-            self.on_config_applied()
+            self._configs.restart()
         return outcome
 
     async def _finish(
         self, outcome: dict[str, Any], command: dict[str, Any], received: float
     ) -> None:
         log.info("command handled id=%s ok=%s", outcome["id"], outcome["ok"])
-        await self.sync.append_audit(
+        await self._audit(
             {"type": "command", "received_at": received, "command": command, **outcome}
         )
         if self.reply is not None:
@@ -145,54 +152,33 @@ class CommandProcessor:
         if command.type == "ping":
             return {"pong": time.time()}
         if command.type == "status":
-            await self.sync.append_status("requested", {"command_id": command.id})
+            await self._status("requested", {"command_id": command.id})
             return {"status": "appended to the outbox"}
         if command.type == "maintenance":
             return await self._maintenance(command)
         return await self._apply_config(command.args["config"], command.id)
 
     async def _maintenance(self, command: Command) -> dict[str, Any]:
-        from edge.sensor_modes import request_mode
-
+        if self._modes is None:
+            raise CommandError("this gateway takes no maintenance commands")
         sensor_id = str(command.args["sensor_id"])
-        known = {s.id for s in getattr(self.sync.gateway_config, "sensors", [])}
-        if known and sensor_id not in known:
-            raise CommandError(f"unknown sensor {sensor_id!r}")
         mode = str(command.args.get("mode", "maintenance")) if command.args["on"] else "normal"
         if mode not in {"maintenance", "calibration", "normal"}:
             raise CommandError("mode must be maintenance or calibration")
         who = str(command.args.get("who") or f"cloud command {command.id}")
         why = str(command.args.get("why") or "remote command")
-        # The same path as the technician's CLI: the gateway applies it within a second.
-        await asyncio.to_thread(request_mode, self.sync.store.path, sensor_id, mode, who, why)
+        try:
+            await self._modes.set_sensor_mode(sensor_id, mode, who, why)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         return {"sensor_id": sensor_id, "mode": mode}
 
     async def _apply_config(self, raw: dict[str, Any], command_id: str) -> dict[str, Any]:
-        from edge.config import GatewayConfig
-        from edge.gateway import GatewaySetupError, build_sensor_monitors
-        from edge.supervisor import mark_pending
-
-        try:
-            config = GatewayConfig.model_validate(raw)
-            build_sensor_monitors(config)  # standard profiles resolve for every sensor
-        except ValidationError as exc:
-            raise CommandError(f"invalid config: {exc.error_count()} errors: {exc}") from None
-        except GatewaySetupError as exc:
-            raise CommandError(f"invalid config: {exc}") from None
-        if config.gateway.id != self.sync.gateway_id:
-            raise CommandError("config is for another gateway")
-        if self.config_path is None:
+        if self._configs is None:
             raise CommandError("this gateway was started without a config file path")
-        import yaml
-
-        text = yaml.safe_dump(config.model_dump(mode="json"), allow_unicode=True, sort_keys=False)
-        timeout = (
-            config.cloud.rollback_timeout_s if config.cloud else self.sync.cloud.rollback_timeout_s
-        )
         try:
-            await asyncio.to_thread(write_atomically, self.config_path, text)
-            await asyncio.to_thread(mark_pending, self.config_path, command_id, timeout)
-        except OSError as exc:
-            raise CommandError(f"could not write the config file: {exc}") from None
+            result = await self._configs.apply(raw, command_id)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         self._restart_after_reply = True
-        return {"applied": True, "restart": True, "rollback_timeout_s": timeout}
+        return result

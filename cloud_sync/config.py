@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from edge.config import StrictModel
 from edge.tls import TLSConfig
 
 DataClass = Literal["alarm", "event", "status", "minute"]
@@ -19,11 +20,7 @@ ALL_CLASSES: tuple[DataClass, ...] = ("alarm", "event", "status", "minute")
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _UplinkBase(_Model):
+class _UplinkBase(StrictModel):
     name: str = Field(pattern=_NAME, description="Uplink name; delivery state is kept per name.")
     classes: list[DataClass] = Field(
         default_factory=lambda: list(ALL_CLASSES),
@@ -126,7 +123,7 @@ Uplink = Annotated[
 ]
 
 
-class OutboxConfig(_Model):
+class OutboxConfig(StrictModel):
     """How long records are kept, and how much disk the outbox may use."""
 
     quota_bytes: int = Field(
@@ -154,14 +151,14 @@ class OutboxConfig(_Model):
     )
 
 
-class BackoffConfig(_Model):
+class BackoffConfig(StrictModel):
     """Exponential backoff with full jitter between failed sends."""
 
     initial_s: float = Field(default=1.0, gt=0, le=60, description="First retry delay.")
     max_s: float = Field(default=60.0, gt=0, le=3600, description="Longest retry delay.")
 
 
-class CloudConfig(_Model):
+class CloudConfig(StrictModel):
     """Store-and-forward to the supervision cloud."""
 
     key_file: Path | None = Field(

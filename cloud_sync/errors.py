@@ -1,7 +1,7 @@
 """Errors of cloud sync. All derive from :class:`CloudSyncError`.
 
-CloudSyncError
-├── IdentityError      the key file is missing, unreadable or too permissive
+CloudSyncError         (edge.errors.OffsiteEdgeError)
+├── IdentityError      the key file is unreadable or too permissive (also a SetupError)
 ├── UplinkError        an uplink could not deliver (connection, timeout, refusal)
 │   └── UplinkRejectedError the far end answered but refused the data (HTTP 4xx, bad 9014)
 └── CommandError       a downlink command is malformed or cannot be applied
@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from edge.errors import OffsiteEdgeError, SetupError
 
-class CloudSyncError(Exception):
+
+class CloudSyncError(OffsiteEdgeError):
     """Root of every cloud-sync error."""
 
 
-class IdentityError(CloudSyncError):
+class IdentityError(CloudSyncError, SetupError):
     """The gateway's key file cannot be used."""
 
 

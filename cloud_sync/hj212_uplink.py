@@ -23,7 +23,7 @@ from typing import Any
 from cloud_sync.config import Hj212UplinkConfig
 from cloud_sync.errors import UplinkError
 from cloud_sync.outbox import OutRecord
-from sensors.hj212 import FrameError, build_data_segment, build_frame, parse_frame
+from edge.hj212 import FrameError, build_data_segment, build_frame, parse_frame
 
 MAX_SEGMENT = 1024
 

@@ -9,13 +9,13 @@ carrying the full updated minute. Hours close with their last minute (``hour`` r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import aiosqlite
 
-from cloud_sync.outbox import Outbox, _meta, _set_meta
+from edge.aggregate import level_from_energy
+from edge.counters import read_meta, write_meta
 
 AggRow = tuple[str, str, str, int, int, float, float, float, float]
 """(sensor_id, quantity, flag, minute, count, min, max, sum, energy_sum)."""
@@ -39,7 +39,7 @@ def item_of(  # noqa: PLR0917 - mirrors the aggregate row
         "avg": s / count,
     }
     if e > 0:
-        item["leq"] = 10.0 * math.log10(e / count)
+        item["leq"] = level_from_energy(e, count)
     return item
 
 
@@ -90,19 +90,19 @@ def hour_bodies(rows: Iterable[AggRow]) -> list[dict[str, Any]]:
 
 async def close_minutes(
     db: aiosqlite.Connection,
-    outbox: Outbox,
     *,
     now: float,
+    minute_close_s: float,
     late: Sequence[tuple[str, int]],
-    clock_synced: bool | None,
-) -> int:
-    """Append minute/hour records for newly closed periods and corrections for ``late``.
+) -> list[tuple[str, dict[str, Any]]]:
+    """Close finished minutes (and hours); return their records and corrections for ``late``.
 
     ``late`` are the (sensor_id, minute) buckets this transaction changed; those already
-    closed before it get a correction record. Returns how many records were appended.
+    closed before it get a correction record. Returns (data class, body) pairs for the
+    outbox to append in the same transaction.
     """
-    closed_before = int(await _meta(db, "minutes_closed_before") or 0)
-    boundary = int((now - outbox.settings.minute_close_s) // 60) * 60
+    closed_before = int(await read_meta(db, "minutes_closed_before") or 0)
+    boundary = int((now - minute_close_s) // 60) * 60
     items: list[tuple[str, dict[str, Any]]] = []
     corrections = sorted({(m, s) for s, m in late if m < closed_before})
     for minute, sensor in corrections:
@@ -117,7 +117,9 @@ async def close_minutes(
         ) as cursor:
             rows = [tuple(r) for r in await cursor.fetchall()]
         items.extend(("minute", b) for b in minute_bodies(rows))
-        hours_before = int(await _meta(db, "hours_closed_before") or closed_before // 3600 * 3600)
+        hours_before = int(
+            await read_meta(db, "hours_closed_before") or closed_before // 3600 * 3600
+        )
         hour_boundary = boundary // 3600 * 3600
         if hour_boundary > hours_before:
             async with db.execute(
@@ -125,7 +127,6 @@ async def close_minutes(
             ) as cursor:
                 hour_rows = [tuple(r) for r in await cursor.fetchall()]
             items.extend(("minute", b) for b in hour_bodies(hour_rows))
-            await _set_meta(db, "hours_closed_before", str(hour_boundary))
-        await _set_meta(db, "minutes_closed_before", str(boundary))
-    await outbox.put_bodies(db, items, now, clock_synced)
-    return len(items)
+            await write_meta(db, "hours_closed_before", str(hour_boundary))
+        await write_meta(db, "minutes_closed_before", str(boundary))
+    return items

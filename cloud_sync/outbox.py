@@ -4,7 +4,9 @@ Every method takes the store's connection and runs inside the store writer's cur
 transaction, so a record enters the outbox atomically with whatever created it, and a
 delivery is marked in the same commit that other data rides in. Nothing here commits.
 
-Tables (added by :func:`migrate`):
+It is the store's transaction hook (:meth:`Outbox.in_transaction`): every commit that
+writes events also appends their records, closes finished minutes into minute records
+and enforces the quota, in the same transaction. Tables (see ``edge.schema``):
 
 - ``outbox``: one row per record, ``seq`` = the gateway's sequence number, with the chain
   columns ``prev``/``hash``/``sig``, a ``size`` for the quota and ``delivered_at``.
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,47 +27,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync.chain import GENESIS, canonical_json, record_hash, sign_hash
 from cloud_sync.config import ALL_CLASSES, OutboxConfig
+from cloud_sync.minutes import close_minutes
 from cloud_sync.policy import EVICTION_ORDER, PRIORITY, Candidate, plan_eviction, seq_runs
-from edge.counters import bump_counter, read_counter
+from edge.counters import bump_counter, read_counter, read_meta, reserve_seqs, write_meta
+from edge.events import Event, Severity
 from edge.ids import new_id
+from edge.store import Written
 
 log = logging.getLogger(__name__)
 
 ROW_OVERHEAD = 320
 """Bytes counted per row on top of its body: ids, hashes, signature, index entries."""
-
-MIGRATION = """
-CREATE TABLE IF NOT EXISTS outbox_pending (
-    uplink TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (uplink, priority, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS outbox_pending_seq ON outbox_pending (seq);
-CREATE INDEX IF NOT EXISTS outbox_class ON outbox (data_class, seq);
-CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox (delivered_at)
-    WHERE delivered_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS minute_aggregates_minute ON minute_aggregates (minute);
-"""
-
-_NEW_COLUMNS = {
-    "prev": "TEXT",
-    "hash": "TEXT",
-    "sig": "TEXT",
-    "size": "INTEGER NOT NULL DEFAULT 0",
-    "delivered_at": "REAL",
-}
-
-
-async def migrate(db: aiosqlite.Connection) -> None:
-    """Bring a schema-1 outbox to schema 2 (chain, delivery and quota columns)."""
-    async with db.execute("PRAGMA table_info(outbox)") as cursor:
-        have = {row[1] for row in await cursor.fetchall()}
-    for name, decl in _NEW_COLUMNS.items():
-        if name not in have:
-            await db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {decl}")
-    await db.executescript(MIGRATION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +80,7 @@ class Outbox:
         """Append sealed records and their pending rows; return their ids."""
         if not records:
             return []
-        prev = await _meta(db, "chain_head") or GENESIS
+        prev = await read_meta(db, "chain_head") or GENESIS
         rows: list[tuple[Any, ...]] = []
         pending: list[tuple[str, int, int]] = []
         ids: list[str] = []
@@ -163,7 +134,7 @@ class Outbox:
             await db.executemany(
                 "INSERT INTO outbox_pending (uplink, priority, seq) VALUES (?, ?, ?)", pending
             )
-        await _set_meta(db, "chain_head", prev)
+        await write_meta(db, "chain_head", prev)
         await bump_counter(db, "outbox_bytes", added)
         return ids
 
@@ -177,14 +148,39 @@ class Outbox:
         """Reserve seqs and append (data_class, body) records; return their seqs."""
         if not items:
             return []
-        last = await bump_counter(db, "seq", len(items))
-        first = last - len(items) + 1
+        first = await reserve_seqs(db, len(items))
         records = [
             NewRecord(first + i, cls, now, clock_synced, {**body, "seq": first + i})
             for i, (cls, body) in enumerate(items)
         ]
         await self.put(db, records)
         return [r.seq for r in records]
+
+    # -- the store's transaction hook ------------------------------------------------------
+    async def in_transaction(self, db: aiosqlite.Connection, written: Written) -> None:
+        """Append the commit's event records, close finished minutes, keep to the quota."""
+        if written.events:
+            await self.put(
+                db,
+                [
+                    NewRecord(
+                        seq,
+                        event_data_class(event),
+                        written.now,
+                        written.clock_synced,
+                        # Through JSON and back: what is hashed is what the receiver parses.
+                        json.loads(
+                            json.dumps(event_body(event, seq), ensure_ascii=False, default=str)
+                        ),
+                    )
+                    for seq, event in written.events
+                ],
+            )
+        minutes = await close_minutes(
+            db, now=written.now, minute_close_s=self.settings.minute_close_s, late=written.minutes
+        )
+        await self.put_bodies(db, minutes, written.now, written.clock_synced)
+        await self.enforce_quota(db, written.now, written.clock_synced)
 
     # -- pop / done --------------------------------------------------------------------
     async def pop(self, db: aiosqlite.Connection, uplink: str, limit: int) -> list[OutRecord]:
@@ -383,20 +379,22 @@ def classes_of(names: Sequence[str] | None) -> frozenset[str]:
     return frozenset(names or ALL_CLASSES)
 
 
-async def _meta(db: aiosqlite.Connection, key: str) -> str | None:
-    async with db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
-        row = await cursor.fetchone()
-    return None if row is None else str(row[0])
+def event_data_class(event: Event) -> str:
+    """Outbox data class of an event: alarms travel first."""
+    return "alarm" if event.severity is Severity.ALARM else "event"
 
 
-async def _set_meta(db: aiosqlite.Connection, key: str, value: str) -> None:
-    await db.execute(
-        "INSERT INTO meta (key, value) VALUES (?, ?)"
-        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        (key, value),
-    )
-
-
-def now_s() -> float:
-    """Wall-clock seconds (one place to read the clock)."""
-    return time.time()
+def event_body(event: Event, seq: int) -> dict[str, Any]:
+    """The JSON form of an event change, as stored in the outbox and sent to the cloud."""
+    return {
+        "type": "event",
+        "seq": seq,
+        "event_id": event.event_id,
+        "kind": event.kind,
+        "source": event.source,
+        "severity": str(event.severity),
+        "status": str(event.status),
+        "started_at": event.started_at,
+        "ended_at": event.ended_at,
+        "detail": dict(event.detail),
+    }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 PRIORITY: dict[str, int] = {"alarm": 0, "event": 1, "status": 2, "minute": 3}
@@ -61,8 +61,3 @@ def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Rand
     """Exponential backoff with full jitter (AWS architecture blog): U(0, min(max, i·2^n))."""
     ceiling = min(max_s, initial_s * 2 ** min(attempt, 30))
     return rng.uniform(initial_s / 2, max(ceiling, initial_s / 2))
-
-
-def send_order(records: Sequence[tuple[int, str]]) -> list[int]:
-    """Seqs of (seq, data_class) pairs in send order: by class priority, then seq."""
-    return [seq for seq, cls in sorted(records, key=lambda r: (PRIORITY[r[1]], r[0]))]

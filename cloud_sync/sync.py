@@ -12,13 +12,14 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from cloud_sync.chain import public_key_hex
+from cloud_sync.commands import CommandProcessor, ConfigChanges, SensorModes
 from cloud_sync.config import CloudConfig, Hj212UplinkConfig, HttpsUplinkConfig, MqttUplinkConfig
 from cloud_sync.errors import UplinkError
 from cloud_sync.identity import load_or_create_key
@@ -26,6 +27,7 @@ from cloud_sync.outbox import Outbox, OutRecord, classes_of
 from cloud_sync.policy import backoff_delay
 from cloud_sync.transport import Transport
 from edge.clock import clock_synchronised
+from edge.store import Store
 from edge.waits import wait_any
 
 log = logging.getLogger(__name__)
@@ -53,39 +55,41 @@ def make_outbox(gateway_id: str, cloud: CloudConfig | None, db_path: Path) -> Ou
 
 
 class CloudSync:
-    """Delivers the outbox over every configured uplink until stopped."""
+    """Delivers the outbox over every configured uplink until stopped.
+
+    Downlink commands (on MQTT uplinks with ``commands: true``) act on the gateway only
+    through ``modes`` and ``configs``, which the gateway wires in.
+    """
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
+        outbox: Outbox,
         cloud: CloudConfig,
-        gateway_id: str,
         *,
         transports: Sequence[Transport] | None = None,
         seed: int | None = None,
-        gateway_config: Any = None,
-        config_path: Path | None = None,
-        on_config_applied: Callable[[], None] | None = None,
+        modes: SensorModes | None = None,
+        configs: ConfigChanges | None = None,
+        hj212_codes: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
+        self.outbox = outbox
         self.cloud = cloud
-        self.gateway_id = gateway_id
-        self.outbox: Outbox = store.outbox
+        self.gateway_id = outbox.gateway_id
         self._transports = list(transports) if transports is not None else None
         self._rng = random.Random(seed)
         self._started = time.monotonic()
         self.delivered: dict[str, int] = {}
-        self.commands: Any = None
-        self.gateway_config = gateway_config
-        self.config_path = config_path
-        self.on_config_applied = on_config_applied
+        self.commands: CommandProcessor | None = None
+        self._modes = modes
+        self._configs = configs
+        self._hj212_codes = dict(hj212_codes or {})
         # Set once any uplink has connected: proof that a new config still reaches the cloud.
         self.connected = asyncio.Event()
 
     def build_transports(self) -> list[Transport]:
         """One transport per configured uplink."""
-        from cloud_sync.commands import CommandProcessor
-
         transports: list[Transport] = []
         for uplink in self.cloud.uplinks:
             if isinstance(uplink, MqttUplinkConfig):
@@ -93,9 +97,10 @@ class CloudSync:
 
                 processor = (
                     CommandProcessor(
-                        self,
-                        config_path=self.config_path,
-                        on_config_applied=self.on_config_applied,
+                        self.append_audit,
+                        self.append_status,
+                        modes=self._modes,
+                        configs=self._configs,
                     )
                     if uplink.commands
                     else None
@@ -117,10 +122,7 @@ class CloudSync:
                 from cloud_sync.hj212_uplink import Hj212Uplink
 
                 hj = Hj212Uplink(uplink, self.gateway_id)
-                for sensor in getattr(self.gateway_config, "sensors", []):
-                    codes = getattr(sensor.decoder, "codes", None)
-                    if codes:
-                        hj.default_codes(codes)
+                hj.default_codes(self._hj212_codes)
                 transports.append(hj)
         return transports
 

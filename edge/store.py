@@ -6,11 +6,11 @@ a transaction runs goes into the next one (group commit), so the SD card sees on
 commit per batch rather than one per reading. ``synchronous=FULL`` makes each commit
 survive power loss, not only a crash of the process.
 
-Every event change is also appended to the ``outbox`` in the same transaction, with the
-gateway-wide sequence number, so cloud sync can forward it without a second source of
-truth. The same commit closes finished minutes into minute records, enforces the outbox
-quota and runs queued outbox operations (:meth:`Store.run`: pop, done, status records),
-so there is still exactly one writer (see ``cloud_sync/outbox.py``).
+The store knows what it writes, not who else wants to know: a :class:`TransactionHook`
+(cloud sync's outbox) is called inside every commit's transaction with what it wrote, so
+whatever the hook adds (records for the cloud) commits atomically with it. Other
+components run their own writes as operations in the writer's transaction
+(:meth:`Store.run`), so there is exactly one writer. The schema is in ``edge.schema``.
 """
 
 from __future__ import annotations
@@ -23,81 +23,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import aiosqlite
 
-from cloud_sync.minutes import close_minutes
-from cloud_sync.outbox import NewRecord, Outbox
-from cloud_sync.outbox import migrate as migrate_outbox
+from edge.aggregate import MinuteAccumulator, merge
+from edge.batch import Batch
 from edge.clock import clock_synchronised
-from edge.counters import bump_counter
+from edge.counters import bump_counter, reserve_seqs
+from edge.errors import OffsiteEdgeError
 from edge.events import Event, EventStatus, Severity
-from sensors.aggregate import merge
-from sensors.intake import Batch
+from edge.schema import prepare
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 2
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS minute_aggregates (
-    sensor_id TEXT NOT NULL,
-    quantity TEXT NOT NULL,
-    flag TEXT NOT NULL,
-    minute INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    min_value REAL NOT NULL,
-    max_value REAL NOT NULL,
-    sum_value REAL NOT NULL,
-    energy_sum REAL NOT NULL,
-    PRIMARY KEY (sensor_id, quantity, flag, minute)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sensor_state (
-    sensor_id TEXT PRIMARY KEY,
-    last_seen REAL NOT NULL,
-    readings INTEGER NOT NULL,
-    dead_letters INTEGER NOT NULL,
-    last_values TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY,
-    received_at REAL NOT NULL,
-    topic TEXT NOT NULL,
-    sensor_id TEXT,
-    reason TEXT NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    id TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    source TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    status TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    ended_at REAL,
-    detail TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_open ON events (status) WHERE status != 'closed';
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    data_class TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    clock_synced INTEGER,
-    body TEXT NOT NULL
-);
-"""
 
 UPSERT_AGGREGATE = """
 INSERT INTO minute_aggregates
@@ -140,34 +78,35 @@ class _Failed:
     exc: Exception
 
 
-class StoreClosedError(RuntimeError):
+class StoreClosedError(OffsiteEdgeError):
     """The store was used after :meth:`Store.close`."""
-
-
-def event_data_class(event: Event) -> str:
-    """Outbox data class of an event: alarms travel first."""
-    return "alarm" if event.severity is Severity.ALARM else "event"
-
-
-def event_body(event: Event, seq: int) -> dict[str, Any]:
-    """The JSON form of an event change, as stored in the outbox and sent to the cloud."""
-    return {
-        "type": "event",
-        "seq": seq,
-        "event_id": event.event_id,
-        "kind": event.kind,
-        "source": event.source,
-        "severity": str(event.severity),
-        "status": str(event.status),
-        "started_at": event.started_at,
-        "ended_at": event.ended_at,
-        "detail": dict(event.detail),
-    }
 
 
 T = TypeVar("T")
 Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
-"""An outbox operation run by the writer inside its transaction (under a savepoint)."""
+"""An operation run by the writer inside its transaction (under a savepoint)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Written:
+    """What one transaction wrote, handed to the :class:`TransactionHook`."""
+
+    events: Sequence[tuple[int, Event]]
+    """Each event change with the gateway sequence number it was given."""
+    minutes: Sequence[tuple[str, int]]
+    """(sensor_id, minute start) of every minute aggregate the transaction changed."""
+    now: float
+    """Wall-clock time of the transaction."""
+    clock_synced: bool | None
+    """Whether the system clock was NTP-synchronised (None: unknown)."""
+
+
+class TransactionHook(Protocol):
+    """Called inside every commit's transaction, after the store's own writes."""
+
+    async def in_transaction(self, db: aiosqlite.Connection, written: Written) -> None:
+        """Add to the transaction; nothing here may commit. Raising aborts the commit."""
+        ...
 
 
 @dataclass(slots=True)
@@ -184,31 +123,32 @@ class Store:
     return only after the data is committed; callers acknowledge upstream after that.
     """
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, outbox: Outbox | None = None) -> None:
+    def __init__(
+        self, db: aiosqlite.Connection, path: Path, hook: TransactionHook | None = None
+    ) -> None:
         self._db = db
         self.path = path
-        self.outbox = outbox or Outbox(gateway_id="")
+        self._hook = hook
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_loop(), name="offsite-edge.store.writer")
         self._closed = False
         self.commits = 0
 
     @classmethod
-    async def open(cls, path: Path | str, *, outbox: Outbox | None = None) -> Self:
+    async def open(cls, path: Path | str, *, hook: TransactionHook | None = None) -> Self:
         """Open (creating if needed) the database at ``path`` and start the writer.
 
-        ``outbox`` says who signs records and which uplinks they are pending for; without
-        it records are still chained (unsigned) but pending for no uplink.
+        ``hook`` is called inside every commit's transaction (cloud sync's outbox).
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path, isolation_level=None)
         try:
-            await _prepare(db)
+            await prepare(db)
         except BaseException:
             await db.close()
             raise
-        return cls(db, path, outbox)
+        return cls(db, path, hook)
 
     async def __aenter__(self) -> Self:
         return self
@@ -297,104 +237,41 @@ class Store:
             else:
                 job.done.set_result(result)
 
-    async def _write(self, jobs: Sequence[_Job]) -> list[Any]:  # noqa: PLR0915
+    async def _write(self, jobs: Sequence[_Job]) -> list[Any]:
         db = self._db
         now = time.time()
-        batches = [job.batch for job in jobs if job.batch is not None]
-        aggregates: dict[tuple[str, str, str, int], list[float]] = {}
-        for batch in batches:
-            for key, acc in batch.aggregates.items():
-                have = aggregates.get(key)
-                aggregates[key] = acc if have is None else merge(have, acc)
-        await db.execute("BEGIN IMMEDIATE")
-        if aggregates:
-            await db.executemany(
-                UPSERT_AGGREGATE, [(*key, *acc) for key, acc in aggregates.items()]
-            )
-        dead = [d for batch in batches for d in batch.dead_letters]
-        if dead:
-            await db.executemany(
-                "INSERT INTO dead_letters (received_at, topic, sensor_id, reason, payload)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [(d.received_at, d.topic, d.sensor_id, d.reason, d.payload) for d in dead],
-            )
-            await bump_counter(db, "dead_letters_total", len(dead))
-        state_rows = [
-            (
-                sensor_id,
-                a.last_seen,
-                a.readings,
-                a.dead_letters,
-                json.dumps({q: list(v) for q, v in a.last_values.items()}),
-            )
-            for batch in batches
-            for sensor_id, a in batch.activity.items()
-        ]
-        if state_rows:
-            await db.executemany(UPSERT_SENSOR_STATE, state_rows)
         synced = clock_synchronised()
-        seqs: list[list[int]] = []
-        total_events = sum(len(b.events) for b in batches)
-        if total_events:
-            last = await bump_counter(db, "seq", total_events)
-            next_seq = last - total_events + 1
-            event_rows, outbox_rows = [], []
-            for batch in batches:
-                batch_seqs = []
-                for event in batch.events:
-                    detail = json.dumps(dict(event.detail), ensure_ascii=False, default=str)
-                    event_rows.append(
-                        (
-                            event.event_id,
-                            next_seq,
-                            event.kind,
-                            event.source,
-                            str(event.severity),
-                            str(event.status),
-                            event.started_at,
-                            event.ended_at,
-                            detail,
-                            now,
-                        )
-                    )
-                    body = json.loads(
-                        json.dumps(event_body(event, next_seq), ensure_ascii=False, default=str)
-                    )
-                    outbox_rows.append(
-                        NewRecord(next_seq, event_data_class(event), now, synced, body)
-                    )
-                    batch_seqs.append(next_seq)
-                    next_seq += 1
-                seqs.append(batch_seqs)
-            await db.executemany(UPSERT_EVENT, event_rows)
-            await self.outbox.put(db, outbox_rows)
-        else:
-            seqs = [[] for _ in batches]
-        late = sorted({(key[0], key[3]) for key in aggregates})
-        await close_minutes(db, self.outbox, now=now, late=late, clock_synced=synced)
-        results: list[Any] = []
-        batch_results = iter(seqs)
-        for job in jobs:
-            if job.op is None:
-                results.append(next(batch_results))
-                continue
-            await db.execute("SAVEPOINT op")
-            try:
-                results.append(await job.op(db))
-            except Exception as exc:  # noqa: BLE001 - handed to the op's caller, not swallowed
-                await db.execute("ROLLBACK TO op")
-                results.append(_Failed(exc))
-            await db.execute("RELEASE op")
-        await self.outbox.enforce_quota(db, now, synced)
+        await db.execute("BEGIN IMMEDIATE")
+        # Operations first: records they append take their sequence numbers before this
+        # transaction's events, so the sequence stays in the order rows are written.
+        op_results: dict[int, Any] = {}
+        for index, job in enumerate(jobs):
+            if job.op is not None:
+                op_results[index] = await _run_op(db, job.op)
+        batches = [job.batch for job in jobs if job.batch is not None]
+        minutes = await _write_readings(db, batches)
+        seqs, events = await _write_events(db, batches, now)
+        if self._hook is not None:
+            written = Written(events=events, minutes=minutes, now=now, clock_synced=synced)
+            await self._hook.in_transaction(db, written)
         await db.commit()
-        return results
+        batch_seqs = iter(seqs)
+        return [
+            op_results[index] if job.op is not None else next(batch_seqs)
+            for index, job in enumerate(jobs)
+        ]
 
     async def prune_dead_letters(self, keep: int) -> int:
         """Delete all but the newest ``keep`` dead letters; return how many were deleted."""
-        cursor = await self._db.execute(
-            "DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?", (keep,)
-        )
-        return cursor.rowcount
+
+        async def prune(db: aiosqlite.Connection) -> int:
+            cursor = await db.execute(
+                "DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?",
+                (keep,),
+            )
+            return cursor.rowcount
+
+        return await self.run(prune)
 
     async def open_events(self) -> list[Event]:
         """Events not yet closed, e.g. to resume their lifecycle after a restart."""
@@ -418,27 +295,82 @@ class Store:
         ]
 
 
-async def _prepare(db: aiosqlite.Connection) -> None:
-    await db.execute("PRAGMA journal_mode=WAL")
-    # FULL: each commit reaches the disk before we acknowledge the broker (power loss safe).
-    await db.execute("PRAGMA synchronous=FULL")
-    await db.execute("PRAGMA busy_timeout=5000")
-    # Fewer, larger checkpoints spare the SD card; 4 MB of WAL is still quick to replay.
-    await db.execute("PRAGMA wal_autocheckpoint=1000")
-    await db.executescript(SCHEMA)
-    async with db.execute("SELECT value FROM meta WHERE key = 'schema_version'") as cursor:
-        row = await cursor.fetchone()
-    if row is None:
-        await db.execute(
-            "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+async def _run_op(db: aiosqlite.Connection, op: Op) -> Any:
+    await db.execute("SAVEPOINT op")
+    try:
+        result = await op(db)
+    except Exception as exc:  # noqa: BLE001 - handed to the op's caller, not swallowed
+        await db.execute("ROLLBACK TO op")
+        result = _Failed(exc)
+    await db.execute("RELEASE op")
+    return result
+
+
+async def _write_readings(
+    db: aiosqlite.Connection, batches: Sequence[Batch]
+) -> list[tuple[str, int]]:
+    """Write the batches' aggregates, dead letters and sensor state; return touched minutes."""
+    aggregates: dict[tuple[str, str, str, int], MinuteAccumulator] = {}
+    for batch in batches:
+        for key, acc in batch.aggregates.items():
+            have = aggregates.get(key)
+            aggregates[key] = acc if have is None else merge(have, acc)
+    if aggregates:
+        await db.executemany(UPSERT_AGGREGATE, [(*key, *acc) for key, acc in aggregates.items()])
+    dead = [d for batch in batches for d in batch.dead_letters]
+    if dead:
+        await db.executemany(
+            "INSERT INTO dead_letters (received_at, topic, sensor_id, reason, payload)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(d.received_at, d.topic, d.sensor_id, d.reason, d.payload) for d in dead],
         )
-    elif int(row[0]) > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"database schema {row[0]} is newer than this gateway's {SCHEMA_VERSION}"
+        await bump_counter(db, "dead_letters_total", len(dead))
+    state_rows = [
+        (
+            sensor_id,
+            a.last_seen,
+            a.readings,
+            a.dead_letters,
+            json.dumps({q: list(v) for q, v in a.last_values.items()}),
         )
-    # Schema 1 → 2: chain, delivery and quota columns on the outbox (idempotent).
-    await migrate_outbox(db)
-    await db.execute(
-        "UPDATE meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
-        (str(SCHEMA_VERSION), SCHEMA_VERSION),
-    )
+        for batch in batches
+        for sensor_id, a in batch.activity.items()
+    ]
+    if state_rows:
+        await db.executemany(UPSERT_SENSOR_STATE, state_rows)
+    return sorted({(key[0], key[3]) for key in aggregates})
+
+
+async def _write_events(
+    db: aiosqlite.Connection, batches: Sequence[Batch], now: float
+) -> tuple[list[list[int]], list[tuple[int, Event]]]:
+    """Give each event the next sequence number and write it; return seqs per batch."""
+    total = sum(len(b.events) for b in batches)
+    if not total:
+        return [[] for _ in batches], []
+    next_seq = await reserve_seqs(db, total)
+    rows, numbered, seqs = [], [], []
+    for batch in batches:
+        batch_seqs = []
+        for event in batch.events:
+            detail = json.dumps(dict(event.detail), ensure_ascii=False, default=str)
+            rows.append(
+                (
+                    event.event_id,
+                    next_seq,
+                    event.kind,
+                    event.source,
+                    str(event.severity),
+                    str(event.status),
+                    event.started_at,
+                    event.ended_at,
+                    detail,
+                    now,
+                )
+            )
+            numbered.append((next_seq, event))
+            batch_seqs.append(next_seq)
+            next_seq += 1
+        seqs.append(batch_seqs)
+    await db.executemany(UPSERT_EVENT, rows)
+    return seqs, numbered

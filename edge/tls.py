@@ -6,13 +6,13 @@ import ssl
 from pathlib import Path
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from edge.config import StrictModel
 
 
-class TLSConfig(BaseModel):
+class TLSConfig(StrictModel):
     """TLS, optionally with a client certificate (mutual TLS)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(default=False, description="Connect with TLS.")
     ca_file: Path | None = Field(

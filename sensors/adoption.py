@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.events import Event
-from sensors.maintenance import Mode, ModeState
+from sensors.modes import Mode, ModeState
 from sensors.rules import Limit, Phase, RuleState
 
 __all__ = [

@@ -14,19 +14,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
-from edge.config import (
+from edge import hj212
+from sensors.config import (
     Hj212DecoderConfig,
     JsonDecoderConfig,
     NumberDecoderConfig,
     SensorConfig,
 )
-from sensors import hj212
+from sensors.errors import DecodeError
 
 DATA_FLAGS = frozenset("NFMSDCTB")
-
-
-class DecodeError(ValueError):
-    """The payload as a whole cannot be decoded; the message is the dead-letter reason."""
 
 
 class Decoded(NamedTuple):

@@ -9,15 +9,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edge.events import EventStatus
 from sensors.rules import Action
 
 __all__ = [
+    "EVENT_STATUS",
     "HealthState",
     "health_step",
     "is_offline",
     "is_stuck",
     "same_value",
 ]
+
+# The status an event is emitted with for each action of :func:`health_step` (and of
+# :func:`sensors.rules.step`: exceedance events share the lifecycle, so the map too).
+EVENT_STATUS = {
+    Action.OPEN: EventStatus.OPEN,
+    Action.UPDATE: EventStatus.UPDATE,
+    Action.CLOSE: EventStatus.CLOSED,
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from edge.aggregate import level_from_energy
 from edge.events import Severity
 
 __all__ = [
@@ -38,11 +39,8 @@ __all__ = [
     "WindowStats",
     "WindowValue",
     "classify",
-    "energy",
     "exceedance_detail",
     "excess",
-    "leq",
-    "level_from_energy",
     "period_at",
     "step",
     "window_value",
@@ -185,31 +183,6 @@ class RuleState:
 
 
 # --- window values ---------------------------------------------------------------------
-
-
-def energy(level_db: float) -> float:
-    """Return the relative sound energy of a level in dB (10^(L/10))."""
-    return float(10.0 ** (level_db / 10.0))
-
-
-def level_from_energy(total_energy: float, n: int) -> float:
-    """Return the equivalent continuous level of ``n`` readings whose energies sum to this."""
-    return 10.0 * math.log10(total_energy / n)
-
-
-def leq(levels: Iterable[float]) -> float:
-    """Return the energy-average level (Leq, dB) of equally spaced sound levels.
-
-    Raises ValueError when ``levels`` is empty, because Leq of nothing is undefined.
-    """
-    n = 0
-    total = 0.0
-    for level in levels:
-        n += 1
-        total += energy(level)
-    if n == 0:
-        raise ValueError("Leq of no readings is undefined")
-    return level_from_energy(total, n)
 
 
 def window_value(

@@ -22,15 +22,15 @@ from datetime import UTC, datetime, timedelta, timezone
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.config import (
-    GatewayConfig,
+from edge import hj212
+from edge.mqtt import shut_down
+from sensors.config import (
     Hj212DecoderConfig,
     JsonDecoderConfig,
     QuantityConfig,
     SensorConfig,
+    SensorsSetup,
 )
-from edge.mqtt import shut_down
-from sensors import hj212
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class Scenario:
 class Simulator:
     """Produces (topic, payload) pairs for every configured sensor, one round at a time."""
 
-    config: GatewayConfig
+    config: SensorsSetup
     scenario: Scenario = field(default_factory=Scenario)
     seed: int | None = None
     started_at: float = field(default_factory=time.time)

@@ -1,9 +1,9 @@
 """Per-quantity window accumulators: what one window's readings reduce to.
 
-An :class:`Accumulator` holds the running sums of the current window for one reading
+An :class:`WindowAccumulator` holds the running sums of the current window for one reading
 name, plus its flat-line run (for the stuck check). The monitor folds each reading into
 it inline on the ingest hot path (see ``SensorMonitor.observe``), so the accumulator has
-fixed slots and no per-reading methods; :meth:`Accumulator.snapshot_and_reset` is called
+fixed slots and no per-reading methods; :meth:`WindowAccumulator.snapshot_and_reset` is called
 once per window when the window is sealed into a :class:`SealedWindow`.
 """
 
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from sensors.rules import Aggregate, WindowStats
 
-__all__ = ["Accumulator", "Metric", "SealedWindow"]
+__all__ = ["Metric", "SealedWindow", "WindowAccumulator"]
 
 
-class Accumulator:
+class WindowAccumulator:
     """Per-quantity accumulator for the current window, plus flat-line tracking."""
 
     __slots__ = (

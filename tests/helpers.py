@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edge.config import GatewayConfig
+from edge.app.config import GatewayConfig
 
 VALID_USCC = "91350100M000100Y43"
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from edge.config import StrictModel
 
 __all__ = [
     "CameraConfig",
@@ -42,11 +44,7 @@ class Tier(enum.StrEnum):
     ROUTINE = "routine"  # routine supervision (no gloves)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MotionConfig(_Model):
+class MotionConfig(StrictModel):
     """Motion gate: run the detector only when the scene changes, or periodically."""
 
     enabled: bool = Field(True, description="Gate inference on motion; off = infer every sample.")
@@ -83,14 +81,14 @@ class MotionConfig(_Model):
     )
 
 
-class ZoneConfig(_Model):
+class ZoneConfig(StrictModel):
     """A named area of a camera's frame."""
 
     name: str = Field(pattern=_ID, description="Zone name that rules refer to.")
     polygon: Polygon = Field(description="Zone outline in frame pixels.")
 
 
-class CameraConfig(_Model):
+class CameraConfig(StrictModel):
     """One camera: where frames come from and how they are sampled."""
 
     id: str = Field(pattern=_ID, description="Camera id, the event source.")
@@ -143,7 +141,7 @@ class CameraConfig(_Model):
         return self
 
 
-class DetectorConfig(_Model):
+class DetectorConfig(StrictModel):
     """The ONNX detector. The input size and layout are read from the model itself."""
 
     model_path: str = Field(min_length=1, description="Path of the user's ONNX model.")
@@ -156,7 +154,7 @@ class DetectorConfig(_Model):
     )
 
 
-class ViolationRuleConfig(_Model):
+class ViolationRuleConfig(StrictModel):
     """Turns detections of one model class into violation episodes."""
 
     class_name: str = Field(min_length=1, max_length=64, description="Model class to watch.")
@@ -193,7 +191,7 @@ class ViolationRuleConfig(_Model):
         return self
 
 
-class EvidenceConfig(_Model):
+class EvidenceConfig(StrictModel):
     """Where and how evidence snapshots are kept."""
 
     dir: str = Field(
@@ -212,7 +210,7 @@ class EvidenceConfig(_Model):
     )
 
 
-class VisionConfig(_Model):
+class VisionConfig(StrictModel):
     """The ``vision:`` section: cameras, one shared detector, rules, evidence."""
 
     cameras: list[CameraConfig] = Field(min_length=1, max_length=32, description="Cameras.")

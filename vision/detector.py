@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from vision.errors import DetectorError
 from vision.layouts import Layout, decode, detect_layout
 from vision.letterbox import Letterbox, LetterboxBuffers, unletterbox_boxes
 from vision.nms import nms_classwise
@@ -39,10 +40,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class DetectorError(RuntimeError):
-    """The model cannot be loaded or does not look like a supported detector."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

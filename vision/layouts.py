@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from vision.errors import LayoutError
+
 __all__ = [
     "Candidates",
     "Layout",
@@ -40,10 +42,6 @@ class Layout(enum.StrEnum):
     YOLOV5 = "yolov5"
     YOLOV8 = "yolov8"
     END2END = "end2end"
-
-
-class LayoutError(ValueError):
-    """The model's output shape matches none of the supported layouts."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -195,7 +195,3 @@ class RuleEngine:
                 continue
             out.append(self._close(camera_id, idx, ep, ts))
         return out
-
-    def open_episodes(self) -> list[tuple[str, int]]:
-        """Keys ``(camera_id, rule_index)`` of episodes currently open."""
-        return [k for k, ep in self._episodes.items() if ep.open]

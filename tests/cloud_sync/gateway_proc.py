@@ -24,9 +24,10 @@ from tests.cloud_sync.conftest import cloud_config
 
 async def main(db: Path, port: int, log: Path, start: int, count: int, drain: bool) -> None:
     cloud = cloud_config(port)
-    async with await Store.open(db, outbox=make_outbox("gw-kill", cloud, db)) as store:
+    outbox = make_outbox("gw-kill", cloud, db)
+    async with await Store.open(db, hook=outbox) as store:
         stop = asyncio.Event()
-        sync = CloudSync(store, cloud, "gw-kill")
+        sync = CloudSync(store, outbox, cloud)
         task = asyncio.create_task(sync.run(stop))
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         for n in range(start, start + count):
@@ -47,7 +48,7 @@ async def main(db: Path, port: int, log: Path, start: int, count: int, drain: bo
         if drain:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                backlog = await store.run(store.outbox.backlog)
+                backlog = await store.run(outbox.backlog)
                 if not any(backlog.values()):
                     break
                 await asyncio.sleep(0.2)

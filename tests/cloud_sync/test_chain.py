@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_sync.chain import GENESIS, canonical_json, seal, verify_chain
+from cloud_sync.chain import GENESIS, canonical_json, record_hash, sign_hash, verify_chain
 from cloud_sync.policy import seq_runs
 
 KEY = Ed25519PrivateKey.generate()
@@ -25,6 +25,14 @@ json_values = st.recursive(
     ),
     max_leaves=8,
 )
+
+
+def seal(record: dict[str, Any], prev: str, key: Ed25519PrivateKey | None) -> dict[str, Any]:
+    """Link ``record`` to ``prev``, set its hash and (with a key) its signature, in place."""
+    record["prev"] = prev
+    record["hash"] = record_hash(record)
+    record["sig"] = None if key is None else sign_hash(key, record["hash"])
+    return record
 
 
 def make_chain(bodies: list[Any], key=KEY) -> list[dict[str, Any]]:

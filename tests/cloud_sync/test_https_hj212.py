@@ -16,9 +16,9 @@ from cryptography.x509.oid import NameOID
 from cloud_sync.config import CloudConfig
 from cloud_sync.hj212_uplink import build_packets
 from cloud_sync.sync import CloudSync, make_outbox
+from edge.batch import Batch
+from edge.hj212 import build_data_segment, build_frame, parse_frame
 from edge.store import Store
-from sensors.hj212 import build_data_segment, build_frame, parse_frame
-from sensors.intake import Batch
 
 from .conftest import alarm, running_receiver, wait_for
 
@@ -78,9 +78,10 @@ async def _https(tmp_path: Path) -> None:
             }
         )
         db = tmp_path / "gw.db"
-        async with await Store.open(db, outbox=make_outbox("gw-h", cloud, db)) as store:
+        outbox = make_outbox("gw-h", cloud, db)
+        async with await Store.open(db, hook=outbox) as store:
             stop = asyncio.Event()
-            task = asyncio.create_task(CloudSync(store, cloud, "gw-h").run(stop))
+            task = asyncio.create_task(CloudSync(store, outbox, cloud).run(stop))
             for n in range(20):
                 await store.emit(alarm(n))
             await wait_for(lambda: len(receiver.db.records(data_class="alarm")) == 20)
@@ -156,9 +157,10 @@ async def _hj212(tmp_path: Path) -> None:
     )
     db = tmp_path / "gw.db"
     base = int(time.time() // 60) * 60 - 180
-    async with await Store.open(db, outbox=make_outbox("gw-j", cloud, db)) as store:
+    outbox = make_outbox("gw-j", cloud, db)
+    async with await Store.open(db, hook=outbox) as store:
         stop = asyncio.Event()
-        task = asyncio.create_task(CloudSync(store, cloud, "gw-j").run(stop))
+        task = asyncio.create_task(CloudSync(store, outbox, cloud).run(stop))
         for i in range(3):
             await store.commit(
                 Batch(
@@ -174,7 +176,7 @@ async def _hj212(tmp_path: Path) -> None:
             return [f for f in platform.frames if f.cn == "2051"]
 
         await wait_for(lambda: len({f.header["QN"] for f in minutes()}) >= 3)
-        backlog = await store.run(store.outbox.backlog)
+        backlog = await store.run(outbox.backlog)
         await wait_for(lambda: True)
         stop.set()
         await task

@@ -17,12 +17,13 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @contextlib.asynccontextmanager
-async def gateway(tmp_path: Path, port: int, **outbox):
-    cloud = cloud_config(port, **outbox)
+async def gateway(tmp_path: Path, port: int, **outbox_settings):
+    cloud = cloud_config(port, **outbox_settings)
     db = tmp_path / "gw.db"
-    async with await Store.open(db, outbox=make_outbox("gw-1", cloud, db)) as store:
+    outbox = make_outbox("gw-1", cloud, db)
+    async with await Store.open(db, hook=outbox) as store:
         stop = asyncio.Event()
-        sync = CloudSync(store, cloud, "gw-1", seed=1)
+        sync = CloudSync(store, outbox, cloud, seed=1)
         task = asyncio.create_task(sync.run(stop))
         try:
             yield store, sync

@@ -1,4 +1,4 @@
-"""Eviction choice, send order and backoff (pure), and a stateful model of the outbox."""
+"""Eviction choice and backoff (pure), and a stateful model of the outbox (alarms popped first)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from cloud_sync.policy import (
     Candidate,
     backoff_delay,
     plan_eviction,
-    send_order,
 )
 from edge.store import Store
 
@@ -44,14 +43,6 @@ def test_eviction_never_takes_an_alarm_while_routine_data_remains(cands, excess)
     if minute_taken and minute_left:
         assert max(minute_taken) < min(minute_left)
     assert sum(c.size for c in chosen) >= min(excess, sum(c.size for c in cands))
-
-
-@given(st.lists(st.tuples(st.integers(1, 1000), classes), unique_by=lambda r: r[0]))
-def test_alarms_are_sent_before_any_routine_record(records) -> None:
-    order = send_order(records)
-    cls = dict(records)
-    ranks = [PRIORITY[cls[s]] for s in order]
-    assert ranks == sorted(ranks)
 
 
 @given(st.integers(0, 50), st.integers(0, 2**32))
@@ -79,7 +70,7 @@ class OutboxMachine(RuleBasedStateMachine):
             uplinks={"u": frozenset(PRIORITY)},
             settings=OutboxConfig(quota_bytes=20_000, minute_close_s=0),
         )
-        self.store = self.loop.run_until_complete(Store.open(path, outbox=self.outbox))
+        self.store = self.loop.run_until_complete(Store.open(path, hook=self.outbox))
         self.pending: dict[int, str] = {}  # model: seq → class, not yet delivered
         self.gone: set[int] = set()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sensors.intake import Batch
+from edge.batch import Batch
 
 from .conftest import alarm, running_receiver, wait_for
 from .test_mqtt_e2e import gateway

@@ -4,9 +4,24 @@ import sqlite3
 
 import pytest
 
+from edge.batch import Batch, DeadLetter, SensorActivity
 from edge.events import Event, EventStatus, Severity
-from edge.store import Store
-from sensors.intake import Batch, DeadLetter, SensorActivity
+from edge.store import Store, Written
+
+
+class RecordingHook:
+    """A transaction hook that notes what each commit wrote, inside its transaction."""
+
+    def __init__(self):
+        self.seen: list[Written] = []
+        self.in_transaction_flags: list[bool] = []
+
+    async def in_transaction(self, db, written):
+        self.in_transaction_flags.append(db.in_transaction)
+        self.seen.append(written)
+
+    def events(self):
+        return [(seq, str(event.status)) for w in self.seen for seq, event in w.events]
 
 
 def _rows(db, sql, *args):
@@ -71,15 +86,17 @@ def test_event_sequence_is_monotonic_across_restarts_and_lifecycle_is_kept(tmp_p
     db = tmp_path / "g.db"
     opened = _event()
 
+    hook = RecordingHook()
+
     async def first_run():
-        async with await Store.open(db) as store:
+        async with await Store.open(db, hook=hook) as store:
             return [
                 await store.emit(opened),
                 await store.emit(_event(EventStatus.UPDATE, opened.event_id)),
             ]
 
     async def second_run():
-        async with await Store.open(db) as store:
+        async with await Store.open(db, hook=hook) as store:
             assert [e.event_id for e in await store.open_events()] == [opened.event_id]
             return [
                 await store.emit(_event(EventStatus.CLOSED, opened.event_id)),
@@ -89,17 +106,18 @@ def test_event_sequence_is_monotonic_across_restarts_and_lifecycle_is_kept(tmp_p
     seqs = asyncio.run(first_run()) + asyncio.run(second_run())
     assert seqs == [1, 2, 3, 4]
     assert _rows(db, "SELECT seq, status FROM events ORDER BY seq") == [(3, "closed"), (4, "open")]
-    outbox = _rows(db, "SELECT seq, data_class, body FROM outbox ORDER BY seq")
-    assert [row[0] for row in outbox] == [1, 2, 3, 4]
-    assert {row[1] for row in outbox} == {"alarm"}
-    assert [json.loads(row[2])["status"] for row in outbox] == ["open", "update", "closed", "open"]
+    # The hook saw every event change with its sequence number, inside the transaction.
+    assert hook.events() == [(1, "open"), (2, "update"), (3, "closed"), (4, "open")]
+    assert all(hook.in_transaction_flags)
 
 
 def test_concurrent_commits_are_grouped_into_fewer_transactions(tmp_path):
     db = tmp_path / "g.db"
 
+    hook = RecordingHook()
+
     async def main():
-        async with await Store.open(db) as store:
+        async with await Store.open(db, hook=hook) as store:
             seqs = await asyncio.gather(
                 *(store.emit(_event(severity=Severity.WARNING)) for _ in range(50))
             )
@@ -108,9 +126,8 @@ def test_concurrent_commits_are_grouped_into_fewer_transactions(tmp_path):
     seqs, commits = asyncio.run(main())
     assert sorted(seqs) == list(range(1, 51))
     assert commits < 50
-    assert _rows(db, "SELECT count(*), min(data_class), max(data_class) FROM outbox") == [
-        (50, "event", "event")
-    ]
+    assert len(hook.seen) == commits
+    assert sorted(seq for seq, _ in hook.events()) == list(range(1, 51))
 
 
 def test_close_commits_what_is_queued(tmp_path):
@@ -143,3 +160,37 @@ def test_prune_dead_letters_keeps_the_newest(tmp_path):
     assert asyncio.run(main()) == 7
     assert _rows(db, "SELECT reason FROM dead_letters ORDER BY id") == [("7",), ("8",), ("9",)]
     assert _rows(db, "SELECT value FROM counters WHERE name = 'dead_letters_total'") == [(10,)]
+
+
+def test_a_failing_hook_aborts_the_whole_commit(tmp_path):
+    db = tmp_path / "g.db"
+
+    class FailingHook:
+        async def in_transaction(self, db, written):
+            raise RuntimeError("hook broke")
+
+    async def main():
+        async with await Store.open(db, hook=FailingHook()) as store:
+            with pytest.raises(RuntimeError, match="hook broke"):
+                await store.commit(
+                    Batch(aggregates={("s", "LA", "N", 60): [1, 50.0, 50.0, 50.0, 1e5]})
+                )
+
+    asyncio.run(main())
+    assert _rows(db, "SELECT count(*) FROM minute_aggregates") == [(0,)]
+
+
+def test_operations_take_their_seqs_before_the_events_of_the_same_commit(tmp_path):
+    db = tmp_path / "g.db"
+    hook = RecordingHook()
+
+    async def main():
+        from edge.counters import reserve_seqs
+
+        async with await Store.open(db, hook=hook) as store:
+            op = asyncio.ensure_future(store.run(lambda conn: reserve_seqs(conn, 2)))
+            event = asyncio.ensure_future(store.emit(_event()))
+            return await op, await event
+
+    first_of_op, event_seq = asyncio.run(main())
+    assert (first_of_op, event_seq) == (1, 3)

@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.config import Hj212DecoderConfig, JsonDecoderConfig, NumberDecoderConfig
-from sensors import hj212
-from sensors.decoders import DecodeError, hj212_decoder, json_decoder, number_decoder
+from edge import hj212
+from sensors.config import Hj212DecoderConfig, JsonDecoderConfig, NumberDecoderConfig
+from sensors.decoders import hj212_decoder, json_decoder, number_decoder
+from sensors.errors import DecodeError
 
 WATER = JsonDecoderConfig(
     type="json",

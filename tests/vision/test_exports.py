@@ -7,9 +7,13 @@ def test_all_matches_exports():
     public = {n for n in dir(vision) if not n.startswith("_")}
     modules = {
         "camera",
+        "camera_state",
         "config",
         "detector",
+        "episodes",
+        "errors",
         "evidence",
+        "inference",
         "layouts",
         "letterbox",
         "motion",
@@ -17,6 +21,7 @@ def test_all_matches_exports():
         "service",
         "synthetic",
         "violations",
+        "watchdog",
     }
     assert set(vision.__all__) == public - modules
     for name in vision.__all__:

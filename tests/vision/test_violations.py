@@ -102,10 +102,9 @@ def test_other_classes_ignored():
 def test_close_all_on_shutdown():
     engine = RuleEngine(_config(n=2))
     _run(engine, [0.9, 0.9])
-    assert engine.open_episodes() == [("cam", 0)]
     (tr,) = engine.close_all(99.0)
     assert tr.kind is TransitionKind.CLOSED
-    assert engine.open_episodes() == []
+    assert engine.close_all(100.0) == []  # nothing left open
 
 
 def test_tier_severity():
@@ -158,8 +157,10 @@ polygons = st.lists(st.tuples(st.integers(0, 100), st.integers(0, 100)), min_siz
 def test_point_in_polygon_matches_opencv(poly, x, y):
     contour = np.array(poly, np.float32).reshape(-1, 1, 2)
     assume(abs(cv2.contourArea(contour)) > 1)
-    # offset by half a pixel so the point is never exactly on an edge (where either is fine)
+    # offset by half a pixel; a point still exactly on a slanted edge (either answer is
+    # fine there) is skipped
     px, py = x + 0.5, y + 0.5
+    assume(abs(cv2.pointPolygonTest(contour, (px, py), True)) > 1e-6)
     expected = cv2.pointPolygonTest(contour, (px, py), False) > 0
     pts = [(float(a), float(b)) for a, b in poly]
     assert point_in_polygon(px, py, pts) == expected

@@ -1,0 +1,74 @@
+"""Read-only questions about the outbox, asked beside the running gateway.
+
+Status views ask for the backlog and the last delivery, the demo for the event changes
+recorded so far, the evidence quota whether a snapshot's event reached the cloud. Each
+opens the database read-only (``edge.readonly``); only the writer changes the outbox.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from cloud_sync.policy import PRIORITY
+from edge.readonly import connect_read_only
+
+_CLASS_BY_PRIORITY = {priority: name for name, priority in PRIORITY.items()}
+
+
+def backlog(db: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    """Records not yet acknowledged, per uplink and data class."""
+    out: dict[str, dict[str, int]] = {}
+    for uplink, priority, count in db.execute(
+        "SELECT uplink, priority, count(*) FROM outbox_pending GROUP BY 1, 2"
+    ):
+        out.setdefault(uplink, {})[_CLASS_BY_PRIORITY.get(priority, "?")] = count
+    return out
+
+
+def last_delivered_at(db: sqlite3.Connection) -> float | None:
+    """When the newest fully delivered record was acknowledged (None: never)."""
+    row = db.execute("SELECT max(delivered_at) FROM outbox").fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def recent_events(path: Path, *, after_seq: int = 0, limit: int = 50) -> list[dict[str, Any]]:
+    """Event changes (open, update, close) after sequence number ``after_seq``, in order.
+
+    Read from the outbox, which keeps every change, while ``events`` keeps the latest state.
+    """
+    with closing(connect_read_only(path)) as db:
+        return [
+            json.loads(r["body"])
+            for r in db.execute(
+                "SELECT body FROM outbox WHERE seq > ? AND json_extract(body, '$.type') = 'event'"
+                " ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            )
+        ]
+
+
+def evidence_delivered(db_path: Path) -> Callable[[str], bool]:
+    """Whether the violation event bound to a snapshot hash has reached the cloud.
+
+    Used by the evidence quota to delete delivered snapshots first; it runs only when the
+    quota is exceeded, so a scan of the outbox is acceptable.
+    """
+
+    def delivered(sha256: str) -> bool:
+        try:
+            with closing(connect_read_only(db_path)) as db:
+                row = db.execute(
+                    "SELECT 1 FROM outbox WHERE delivered_at IS NOT NULL AND instr(body, ?) > 0"
+                    " LIMIT 1",
+                    (sha256,),
+                ).fetchone()
+        except (sqlite3.Error, FileNotFoundError):
+            return False
+        return row is not None
+
+    return delivered

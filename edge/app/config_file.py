@@ -1,0 +1,142 @@
+"""Reading a gateway config file: YAML → validated :class:`GatewayConfig`.
+
+Problems are reported all at once, each with its field path, the reason and, where the
+YAML gives one, the line number, so a technician can fix a file in one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from edge.app.config import GatewayConfig
+from edge.errors import SetupError
+from sensors.monitor import build_monitors
+from sensors.standards import load_profiles
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigProblem:
+    """One thing wrong with a config file."""
+
+    field: str
+    reason: str
+    line: int | None = None
+
+    def render(self, file: str) -> str:
+        """Format as ``file:line: field: reason``."""
+        where = f"{file}:{self.line}" if self.line is not None else file
+        return f"{where}: {self.field or '<root>'}: {self.reason}"
+
+
+class ConfigError(SetupError):
+    """A config file that cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, file: Path | str, problems: list[ConfigProblem]) -> None:
+        self.file = str(file)
+        self.problems = problems
+        super().__init__("\n".join(p.render(self.file) for p in problems))
+
+
+def _walk(node: yaml.Node, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], yaml.Node]]:
+    yield path, node
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            yield from _walk(value, (*path, str(key.value)))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _walk(item, (*path, str(index)))
+
+
+def _duplicate_keys(root: yaml.Node) -> list[ConfigProblem]:
+    problems = []
+    for path, node in _walk(root, ()):
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, _ in node.value:
+                if key.value in seen:
+                    field = ".".join((*path, str(key.value)))
+                    line = key.start_mark.line + 1
+                    problems.append(ConfigProblem(field=field, reason="key repeated", line=line))
+                seen.add(key.value)
+    return problems
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def parse_config(text: str, *, file: Path | str = "<config>") -> GatewayConfig:
+    """Validate config ``text``; raise :class:`ConfigError` with every problem found."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = f"not valid YAML: {getattr(exc, 'problem', None) or exc}"
+        raise ConfigError(file, [ConfigProblem(field="", reason=reason, line=line)]) from None
+    if root is None or not isinstance(data, dict):
+        problem = ConfigProblem(field="", reason="the file must hold a YAML mapping", line=1)
+        raise ConfigError(file, [problem])
+    lines = {path: node.start_mark.line + 1 for path, node in _walk(root, ())}
+    problems = _duplicate_keys(root)
+    try:
+        config = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = tuple(p for p in error["loc"] if not _is_union_tag(p))
+            key = tuple(str(p) for p in loc)
+            # Point at the deepest part of the path that exists in the file.
+            line = next((lines[key[:n]] for n in range(len(key), -1, -1) if key[:n] in lines), None)
+            reason = error["msg"].removeprefix("Value error, ")
+            problems.append(ConfigProblem(field=_format_loc(loc), reason=reason, line=line))
+        raise ConfigError(file, problems) from None
+    if problems:
+        raise ConfigError(file, problems)
+    return config
+
+
+def _is_union_tag(part: int | str) -> bool:
+    # Pydantic inserts the discriminator value ('json', 'hj212', …) into error paths.
+    return part in {"json", "number", "hj212"}
+
+
+def load_config(path: Path | str) -> GatewayConfig:
+    """Read and validate a config file; relative store paths resolve against its folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [ConfigProblem(field="", reason=f"cannot read: {exc}")]) from None
+    config = parse_config(text, file=path)
+    if not config.store.path.is_absolute():
+        store = config.store.model_copy(update={"path": path.parent / config.store.path})
+        config = config.model_copy(update={"store": store})
+    return config
+
+
+def check_usable(config: GatewayConfig) -> None:
+    """Check what validation alone cannot: every sensor's standard profile resolves.
+
+    Raises :class:`~sensors.errors.ProfileError` (a SetupError) saying which sensor and why.
+    """
+    build_monitors(config.sensors, load_profiles(), site=config.site.name)
+
+
+def load_usable(path: Path | str) -> GatewayConfig:
+    """Load a config file and check that the gateway can run on it."""
+    config = load_config(path)
+    check_usable(config)
+    return config

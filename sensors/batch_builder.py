@@ -1,0 +1,187 @@
+"""From received MQTT messages to a batch ready to commit (no I/O).
+
+:class:`BatchBuilder` routes a message by topic to its sensor, decodes, calibrates and
+range-checks it, folds the readings into minute aggregates and parks anything wrong as a
+dead letter. :meth:`BatchBuilder.cut` hands over everything gathered since the last cut as one
+:class:`Batch`, which the store commits in one transaction.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from edge.aggregate import add_reading, new_accumulator
+from edge.batch import Batch, DeadLetter, SensorActivity
+from edge.events import Event
+from sensors.config import SensorConfig, SensorsSetup
+from sensors.decoders import Decoder, decoder_for
+from sensors.errors import DecodeError
+
+
+class _Quantity:
+    __slots__ = ("energy", "gain", "high", "low", "offset")
+
+    def __init__(self, gain: float, offset: float, low: float, high: float, energy: bool) -> None:
+        self.gain = gain
+        self.offset = offset
+        self.low = low
+        self.high = high
+        self.energy = energy
+
+
+class ReadingMonitor(Protocol):
+    """What the batch builder tells a sensor's standards monitor (see ``sensors.monitor``).
+
+    ``observe`` runs on the hot path for every stored reading, so it must be O(1).
+    """
+
+    @property
+    def forced_flag(self) -> str | None:
+        """A data flag to force onto readings (``M`` in maintenance, ``C`` calibrating)."""
+        ...
+
+    def observe(self, quantity: str, value: float, flag: str, ts: float) -> None:
+        """One stored reading: calibrated value, data flag, device time."""
+        ...
+
+    def out_of_range(self, quantity: str, value: float, ts: float) -> None:
+        """One calibrated value outside the instrument's physical range."""
+        ...
+
+
+class _Channel:
+    """One sensor's compiled decoding and calibration."""
+
+    __slots__ = ("decode", "history", "monitor", "quantities", "sensor_id")
+
+    def __init__(self, sensor: SensorConfig, history: int, monitor: ReadingMonitor | None) -> None:
+        self.sensor_id = sensor.id
+        self.monitor = monitor
+        self.decode: Decoder = decoder_for(sensor)
+        self.quantities = {
+            q.name: _Quantity(
+                q.calibration.gain, q.calibration.offset, q.range[0], q.range[1], q.energy_average
+            )
+            for q in sensor.quantities
+        }
+        self.history: deque[tuple[float, str, float, str]] = deque(maxlen=history)
+
+
+class BatchBuilder:
+    """Stateful, single-threaded message screening and aggregation."""
+
+    def __init__(
+        self,
+        config: SensorsSetup,
+        *,
+        monitors: Mapping[str, ReadingMonitor] | None = None,
+    ) -> None:
+        monitors = monitors or {}
+        self._channels = {
+            s.topic: _Channel(s, config.store.raw_history, monitors.get(s.id))
+            for s in config.sensors
+        }
+        self._max_payload = config.ingest.max_payload_bytes
+        self._keep_bytes = config.ingest.dead_letter_payload_bytes
+        self._batch = Batch()
+        self.dead_letter_total = 0
+        self.reading_total = 0
+
+    def history(self, sensor_id: str) -> list[tuple[float, str, float, str]]:
+        """Last raw readings of a sensor: (timestamp, quantity, value, flag), oldest first."""
+        for channel in self._channels.values():
+            if channel.sensor_id == sensor_id:
+                return list(channel.history)
+        raise KeyError(sensor_id)
+
+    def add_events(self, events: Iterable[Event]) -> None:
+        """Queue events to be committed with the current batch."""
+        self._batch.events.extend(events)
+
+    def cut(self) -> Batch:
+        """Hand over the batch gathered so far and start a new one."""
+        batch, self._batch = self._batch, Batch()
+        return batch
+
+    def _dead(
+        self, topic: str, sensor_id: str | None, reason: str, payload: bytes, now: float
+    ) -> None:
+        self.dead_letter_total += 1
+        self._batch.dead_letters.append(
+            DeadLetter(
+                received_at=now,
+                topic=topic,
+                sensor_id=sensor_id,
+                reason=reason,
+                payload=payload[: self._keep_bytes],
+            )
+        )
+        if sensor_id is not None:
+            activity = self._activity(sensor_id)
+            activity.dead_letters += 1
+            activity.last_seen = now
+
+    def _activity(self, sensor_id: str) -> SensorActivity:
+        activity = self._batch.activity.get(sensor_id)
+        if activity is None:
+            activity = self._batch.activity[sensor_id] = SensorActivity()
+        return activity
+
+    def accept(self, topic: str, payload: bytes, received_at: float | None = None) -> None:
+        """Screen one message and fold it into the current batch. Never raises on bad input."""
+        now = time.time() if received_at is None else received_at
+        batch = self._batch
+        batch.messages += 1
+        channel = self._channels.get(topic)
+        if channel is None:
+            self._dead(topic, None, "no sensor is configured for this topic", payload, now)
+            return
+        sensor_id = channel.sensor_id
+        if len(payload) > self._max_payload:
+            reason = f"payload of {len(payload)} bytes exceeds the {self._max_payload}-byte limit"
+            self._dead(topic, sensor_id, reason, payload, now)
+            return
+        try:
+            timestamp, values, problems = channel.decode(payload)
+        except DecodeError as exc:
+            self._dead(topic, sensor_id, str(exc), payload, now)
+            return
+        if timestamp is None:
+            timestamp = now
+        aggregates = batch.aggregates
+        activity = self._activity(sensor_id)
+        minute = int(timestamp // 60) * 60
+        monitor = channel.monitor
+        forced = None if monitor is None else monitor.forced_flag
+        for name, raw, payload_flag in values:
+            q = channel.quantities[name]
+            value = raw * q.gain + q.offset
+            if not (q.low <= value <= q.high) or not math.isfinite(value):
+                problems.append(
+                    f"{name}: calibrated value {value:g} outside the physical range "
+                    f"[{q.low:g}, {q.high:g}]"
+                )
+                if monitor is not None:
+                    monitor.out_of_range(name, value, timestamp)
+                continue
+            # A technician's maintenance/calibration mode overrides the device's flag.
+            flag = payload_flag if forced is None else forced
+            key = (sensor_id, name, flag, minute)
+            acc = aggregates.get(key)
+            if acc is None:
+                aggregates[key] = new_accumulator(value, q.energy)
+            else:
+                add_reading(acc, value, q.energy)
+            activity.readings += 1
+            activity.last_values[name] = (value, flag, timestamp)
+            channel.history.append((timestamp, name, value, flag))
+            if monitor is not None:
+                monitor.observe(name, value, flag, timestamp)
+        self.reading_total += len(values)
+        activity.last_seen = now
+        if problems:
+            self._dead(topic, sensor_id, "; ".join(problems), payload, now)

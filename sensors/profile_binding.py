@@ -1,0 +1,124 @@
+"""Binding a sensor's config to its standard profile: what its monitor judges it on.
+
+:func:`bind_profile` maps the profile's quantities onto the readings the sensor actually
+reports (by name, or through ``standard.quantity_map``), resolves the limits in the
+readings' units, and keeps only the limits the sensor can be judged on. The result is
+plain data for :class:`~sensors.monitor.SensorMonitor`; ``sensors.monitor.build_monitors``
+builds the monitors from it (this module does not import the monitor, so it stays free
+of import cycles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sensors.config import StandardRef
+from sensors.errors import ProfileError
+from sensors.rules import Aggregate, Limit
+from sensors.standards import Profile, resolve_limits
+
+__all__ = ["MonitoredQuantity", "MonitoredSensor", "ProfileBinding", "bind_profile"]
+
+
+class MonitoredQuantity(Protocol):
+    """What the monitor needs of a configured quantity (``edge.config.QuantityConfig``)."""
+
+    @property
+    def name(self) -> str:
+        """Reading name."""
+        ...
+
+    @property
+    def unit(self) -> str:
+        """Unit of the (calibrated) readings."""
+        ...
+
+
+class MonitoredSensor(Protocol):
+    """What the monitor needs of a sensor's config (``edge.config.SensorConfig``).
+
+    ``standard: StandardRef | None`` and ``health: HealthConfig`` are read with defaults,
+    so the builder works before those fields exist on the config model.
+    """
+
+    @property
+    def id(self) -> str:
+        """Sensor id."""
+        ...
+
+    @property
+    def quantities(self) -> Sequence[MonitoredQuantity]:
+        """Configured quantities."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProfileBinding:
+    """One sensor's standard, in the shape ``SensorMonitor`` takes it."""
+
+    ref: StandardRef | None
+    limits: dict[str, tuple[Limit, ...]]  # period -> limits the sensor can be judged on
+    metrics: dict[str, tuple[Aggregate, str, str | None]]  # quantity -> agg, reading, inlet
+    energy_readings: frozenset[str]  # readings in dB, averaged as energy (Leq)
+    readings: frozenset[str]  # every configured reading name
+
+
+def bind_profile(sensor: MonitoredSensor, profiles: Mapping[str, Profile]) -> ProfileBinding:
+    """Bind ``sensor`` to the profile its ``standard`` names (no standard: no limits).
+
+    A sensor is judged on the profile quantities it reports (readings named as the
+    profile's inputs, or mapped with ``standard.quantity_map``). Raises
+    :class:`~sensors.errors.ProfileError` when the sensor names an unknown profile, gives
+    invalid parameters, has units that do not convert, or reports none of the profile's
+    readings.
+    """
+    ref: StandardRef | None = getattr(sensor, "standard", None)
+    units_by_reading = {q.name: q.unit for q in sensor.quantities}
+    energy = {q.name for q in sensor.quantities if q.unit.lower().startswith("db")}
+    limits: dict[str, tuple[Limit, ...]] = {}
+    metrics: dict[str, tuple[Aggregate, str, str | None]] = {}
+    if ref is not None:
+        profile = profiles.get(ref.profile)
+        if profile is None:
+            raise ProfileError(f"sensor {sensor.id}: unknown standard profile {ref.profile!r}")
+        to_reading = {inp: name for name, inp in ref.quantity_map.items()}
+        units: dict[str, str] = {}
+        for qname, spec in profile.quantities.items():
+            reading = to_reading.get(spec.input or qname, spec.input or qname)
+            inlet = to_reading.get(spec.inlet, spec.inlet) if spec.inlet else None
+            metrics[qname] = (spec.aggregate, reading, inlet)
+            if reading in units_by_reading and spec.aggregate is not Aggregate.EFFICIENCY:
+                units[qname] = units_by_reading[reading]
+        try:
+            limits = resolve_limits(profile, ref, units)
+        except ProfileError as exc:
+            raise ProfileError(f"sensor {sensor.id}: {exc}") from exc
+        # A sensor is judged on the profile quantities it actually reports (a DO/pH
+        # probe is not faulted for lacking BOD5); removal efficiency needs the inlet.
+        limits = {
+            period: tuple(
+                lim
+                for lim in ls
+                if metrics[lim.quantity][1] in units_by_reading
+                and ((inlet := metrics[lim.quantity][2]) is None or inlet in units_by_reading)
+            )
+            for period, ls in limits.items()
+        }
+        if not any(limits.values()) and any(
+            lim for ls in resolve_limits(profile, ref).values() for lim in ls
+        ):
+            wanted = sorted({m[1] for m in metrics.values()})
+            raise ProfileError(
+                f"sensor {sensor.id}: reports none of {ref.profile}'s readings {wanted}; "
+                "map them with standard.quantity_map"
+            )
+        energy |= {m[1] for m in metrics.values() if m[0] is Aggregate.LEQ}
+    return ProfileBinding(
+        ref=ref,
+        limits=limits,
+        metrics=metrics,
+        energy_readings=frozenset(energy),
+        readings=frozenset(units_by_reading),
+    )
