@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.app.config import GatewayConfig
+from edge.events import Event, EventStatus, Severity
 
 VALID_USCC = "91350100M000100Y43"
 
@@ -51,3 +52,21 @@ def gateway_dict(
 def gateway_config(db: Path, **kwargs: Any) -> GatewayConfig:
     """A validated :class:`GatewayConfig` built with :func:`gateway_dict`."""
     return GatewayConfig.model_validate(gateway_dict(db, **kwargs))
+
+
+def alarm_event(
+    status: EventStatus = EventStatus.OPEN,
+    event_id: str | None = None,
+    severity: Severity = Severity.ALARM,
+) -> Event:
+    """An exceedance event on ``noise-01``; pass ``event_id`` to continue an open one."""
+    kwargs = {"event_id": event_id} if event_id else {}
+    return Event(
+        kind="exceedance",
+        source="noise-01",
+        severity=severity,
+        status=status,
+        started_at=1.0,
+        detail={"limit": 55},
+        **kwargs,
+    )

@@ -100,18 +100,7 @@ class Watchdog:
             event_id = cam.stats.offline_event_id
             if event_id is not None:
                 cam.stats.offline_event_id = None
-                await self._emit(
-                    Event(
-                        kind="camera_offline",
-                        source=cam.config.id,
-                        severity=Severity.WARNING,
-                        status=EventStatus.CLOSED,
-                        started_at=now,
-                        ended_at=now,
-                        event_id=event_id,
-                        detail={"closed_by": reason},
-                    )
-                )
+                await self._emit(_offline_closed(cam, event_id, reason, now))
 
     async def _camera_offline(self, cam: CameraState, silent: float, reason: str | None) -> None:
         cam.stats.online = False
@@ -134,15 +123,18 @@ class Watchdog:
             return
         cam.stats.offline_event_id = None
         log.info("camera online", extra={"camera": cam.config.id})
-        await self._emit(
-            Event(
-                kind="camera_offline",
-                source=cam.config.id,
-                severity=Severity.WARNING,
-                status=EventStatus.CLOSED,
-                started_at=time.time(),
-                ended_at=time.time(),
-                event_id=event_id,
-                detail={"closed_by": "frames"},
-            )
-        )
+        await self._emit(_offline_closed(cam, event_id, "frames", time.time()))
+
+
+def _offline_closed(cam: CameraState, event_id: str, reason: str, now: float) -> Event:
+    """The record that closes a camera's open ``camera_offline`` event."""
+    return Event(
+        kind="camera_offline",
+        source=cam.config.id,
+        severity=Severity.WARNING,
+        status=EventStatus.CLOSED,
+        started_at=now,
+        ended_at=now,
+        event_id=event_id,
+        detail={"closed_by": reason},
+    )

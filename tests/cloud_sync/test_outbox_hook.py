@@ -7,8 +7,10 @@ import json
 import sqlite3
 from contextlib import closing
 
+from helpers import alarm_event
+
 from cloud_sync.outbox import Outbox
-from edge.events import Event, EventStatus, Severity
+from edge.events import EventStatus, Severity
 from edge.store import Store
 
 
@@ -17,29 +19,16 @@ def _rows(db, sql):
         return conn.execute(sql).fetchall()
 
 
-def _event(status=EventStatus.OPEN, event_id=None, severity=Severity.ALARM):
-    kwargs = {"event_id": event_id} if event_id else {}
-    return Event(
-        kind="exceedance",
-        source="noise-01",
-        severity=severity,
-        status=status,
-        started_at=1.0,
-        detail={"limit": 55},
-        **kwargs,
-    )
-
-
 def test_every_event_change_becomes_an_outbox_record_with_its_seq(tmp_path):
     db = tmp_path / "g.db"
-    opened = _event()
+    opened = alarm_event()
 
     async def run(events):
         async with await Store.open(db, hook=Outbox(gateway_id="gw")) as store:
             return [await store.emit(e) for e in events]
 
-    seqs = asyncio.run(run([opened, _event(EventStatus.UPDATE, opened.event_id)]))
-    seqs += asyncio.run(run([_event(EventStatus.CLOSED, opened.event_id), _event()]))
+    seqs = asyncio.run(run([opened, alarm_event(EventStatus.UPDATE, opened.event_id)]))
+    seqs += asyncio.run(run([alarm_event(EventStatus.CLOSED, opened.event_id), alarm_event()]))
     assert seqs == [1, 2, 3, 4]
     outbox = _rows(db, "SELECT seq, data_class, body FROM outbox ORDER BY seq")
     assert [row[0] for row in outbox] == [1, 2, 3, 4]
@@ -56,7 +45,7 @@ def test_warnings_travel_as_events_not_alarms(tmp_path):
     async def main():
         async with await Store.open(db, hook=Outbox(gateway_id="gw")) as store:
             await asyncio.gather(
-                *(store.emit(_event(severity=Severity.WARNING)) for _ in range(50))
+                *(store.emit(alarm_event(severity=Severity.WARNING)) for _ in range(50))
             )
 
     asyncio.run(main())

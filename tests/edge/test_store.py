@@ -3,9 +3,10 @@ import json
 import sqlite3
 
 import pytest
+from helpers import alarm_event
 
 from edge.batch import Batch, DeadLetter, SensorActivity
-from edge.events import Event, EventStatus, Severity
+from edge.events import EventStatus, Severity
 from edge.store import Store, Written
 
 
@@ -27,19 +28,6 @@ class RecordingHook:
 def _rows(db, sql, *args):
     with sqlite3.connect(db) as conn:
         return conn.execute(sql, args).fetchall()
-
-
-def _event(status=EventStatus.OPEN, event_id=None, severity=Severity.ALARM):
-    kwargs = {"event_id": event_id} if event_id else {}
-    return Event(
-        kind="exceedance",
-        source="noise-01",
-        severity=severity,
-        status=status,
-        started_at=1.0,
-        detail={"limit": 55},
-        **kwargs,
-    )
 
 
 def test_aggregates_merge_across_commits(tmp_path):
@@ -84,7 +72,7 @@ def test_dead_letters_sensor_state_and_counters(tmp_path):
 
 def test_event_sequence_is_monotonic_across_restarts_and_lifecycle_is_kept(tmp_path):
     db = tmp_path / "g.db"
-    opened = _event()
+    opened = alarm_event()
 
     hook = RecordingHook()
 
@@ -92,15 +80,15 @@ def test_event_sequence_is_monotonic_across_restarts_and_lifecycle_is_kept(tmp_p
         async with await Store.open(db, hook=hook) as store:
             return [
                 await store.emit(opened),
-                await store.emit(_event(EventStatus.UPDATE, opened.event_id)),
+                await store.emit(alarm_event(EventStatus.UPDATE, opened.event_id)),
             ]
 
     async def second_run():
         async with await Store.open(db, hook=hook) as store:
             assert [e.event_id for e in await store.open_events()] == [opened.event_id]
             return [
-                await store.emit(_event(EventStatus.CLOSED, opened.event_id)),
-                await store.emit(_event()),
+                await store.emit(alarm_event(EventStatus.CLOSED, opened.event_id)),
+                await store.emit(alarm_event()),
             ]
 
     seqs = asyncio.run(first_run()) + asyncio.run(second_run())
@@ -119,7 +107,7 @@ def test_concurrent_commits_are_grouped_into_fewer_transactions(tmp_path):
     async def main():
         async with await Store.open(db, hook=hook) as store:
             seqs = await asyncio.gather(
-                *(store.emit(_event(severity=Severity.WARNING)) for _ in range(50))
+                *(store.emit(alarm_event(severity=Severity.WARNING)) for _ in range(50))
             )
             return seqs, store.commits
 
@@ -135,7 +123,7 @@ def test_close_commits_what_is_queued(tmp_path):
 
     async def main():
         store = await Store.open(db)
-        pending = [asyncio.ensure_future(store.emit(_event())) for _ in range(5)]
+        pending = [asyncio.ensure_future(store.emit(alarm_event())) for _ in range(5)]
         await asyncio.sleep(0)
         await store.close()
         return await asyncio.gather(*pending)
@@ -189,7 +177,7 @@ def test_operations_take_their_seqs_before_the_events_of_the_same_commit(tmp_pat
 
         async with await Store.open(db, hook=hook) as store:
             op = asyncio.ensure_future(store.run(lambda conn: reserve_seqs(conn, 2)))
-            event = asyncio.ensure_future(store.emit(_event()))
+            event = asyncio.ensure_future(store.emit(alarm_event()))
             return await op, await event
 
     first_of_op, event_seq = asyncio.run(main())
