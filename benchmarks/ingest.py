@@ -37,7 +37,8 @@ USCC = "91350100M000100Y43"
 
 def payloads(count: int, seed: int = 1) -> list[tuple[str, bytes]]:
     rng = random.Random(seed)
-    start_ms = int(time.time() * 1000)
+    # Stamped 1 ms apart up to now: never ahead of receive time (ingest.max_skew_s).
+    start_ms = int(time.time() * 1000) - count
     return [
         (
             f"bench/noise/{i % SENSORS:02d}",
@@ -124,7 +125,7 @@ def connected_at(log_path: Path) -> float | None:
     for line in log_path.read_text(errors="replace").splitlines():
         if "mqtt connected" in line:
             stamp = line.split(" ", 1)[0]
-            return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f").astimezone().timestamp()
+            return datetime.fromisoformat(stamp).timestamp()  # ISO 8601 with its UTC offset
     return None
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from edge.errors import OffsiteEdgeError
 
 MAX_DATA_SEGMENT = 1024
+_HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 class FrameError(OffsiteEdgeError, ValueError):
@@ -74,10 +75,10 @@ def parse_frame(raw: bytes) -> Hj212Message:
         raise FrameError(f"length field says {declared} bytes, data segment has {len(data)}")
     if declared > MAX_DATA_SEGMENT:
         raise FrameError(f"data segment of {declared} bytes exceeds {MAX_DATA_SEGMENT}")
-    try:
-        received_crc = int(crc_field, 16)
-    except ValueError:
-        raise FrameError(f"CRC field {crc_field!r} is not hexadecimal") from None
+    # int(…, 16) alone would also take " 1f", "0x1f" and "1_f".
+    if not all(c in _HEX for c in crc_field):
+        raise FrameError(f"CRC field {crc_field!r} is not hexadecimal (4 digits)")
+    received_crc = int(crc_field, 16)
     computed = crc16(data)
     if received_crc != computed:
         raise FrameError(f"CRC mismatch: frame has {crc_field.decode()}, computed {computed:04X}")
@@ -102,7 +103,9 @@ def parse_data_segment(text: str) -> Hj212Message:
             continue
         key, sep, value = part.partition("=")
         if not sep or not key:
-            raise FrameError(f"header field {part!r} is not KEY=value")
+            raise FrameError(f"header field {part[:40]!r} is not KEY=value")
+        if key in header:
+            raise FrameError(f"header field {key[:20]!r} appears twice")
         header[key] = value
     cp: dict[str, str] = {}
     # Items are separated by ';', fields of one item by ','; we flatten both, since every
@@ -112,7 +115,10 @@ def parse_data_segment(text: str) -> Hj212Message:
             continue
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise FrameError(f"CP item {item!r} is not KEY=value")
+            raise FrameError(f"CP item {item[:40]!r} is not KEY=value")
+        # Which of two values would be the reading is a guess: refuse the frame instead.
+        if key in cp:
+            raise FrameError(f"CP item {key[:20]!r} appears twice")
         cp[key] = value
     return Hj212Message(header=header, cp=cp)
 

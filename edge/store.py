@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -27,50 +28,14 @@ from typing import Any, Protocol, Self, TypeVar
 
 import aiosqlite
 
-from edge.aggregate import MinuteAccumulator, merge
 from edge.batch import Batch
 from edge.clock import clock_synchronised
-from edge.counters import bump_counter, reserve_seqs
-from edge.errors import OffsiteEdgeError
+from edge.errors import OffsiteEdgeError, SetupError
 from edge.events import Event, EventStatus, Severity
 from edge.schema import prepare
+from edge.store_rows import write_events, write_readings
 
 log = logging.getLogger(__name__)
-
-UPSERT_AGGREGATE = """
-INSERT INTO minute_aggregates
-    (sensor_id, quantity, flag, minute, count, min_value, max_value, sum_value, energy_sum)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (sensor_id, quantity, flag, minute) DO UPDATE SET
-    count = count + excluded.count,
-    min_value = min(min_value, excluded.min_value),
-    max_value = max(max_value, excluded.max_value),
-    sum_value = sum_value + excluded.sum_value,
-    energy_sum = energy_sum + excluded.energy_sum
-"""
-
-UPSERT_SENSOR_STATE = """
-INSERT INTO sensor_state (sensor_id, last_seen, readings, dead_letters, last_values)
-VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (sensor_id) DO UPDATE SET
-    last_seen = max(last_seen, excluded.last_seen),
-    readings = readings + excluded.readings,
-    dead_letters = dead_letters + excluded.dead_letters,
-    last_values = json_patch(last_values, excluded.last_values)
-"""
-
-UPSERT_EVENT = """
-INSERT INTO events
-    (id, seq, kind, source, severity, status, started_at, ended_at, detail, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET
-    seq = excluded.seq,
-    severity = excluded.severity,
-    status = CASE WHEN excluded.status = 'update' THEN 'open' ELSE excluded.status END,
-    ended_at = excluded.ended_at,
-    detail = excluded.detail,
-    updated_at = excluded.updated_at
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +47,17 @@ class StoreClosedError(OffsiteEdgeError):
     """The store was used after :meth:`Store.close`."""
 
 
+class StoreFileLostError(SetupError):
+    """The database file was deleted or replaced while open: commits no longer reach it.
+
+    Nothing committed after this is acknowledged; a restart opens (or creates) the file
+    that is at the path now.
+    """
+
+
 T = TypeVar("T")
+_Files = tuple[tuple[int, int], tuple[int, int] | None]
+"""(device, inode) of the database file and of its WAL file (None: no WAL file)."""
 Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
 """An operation run by the writer inside its transaction (under a savepoint)."""
 
@@ -132,6 +107,10 @@ class Store:
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_loop(), name="offsite-edge.store.writer")
         self._closed = False
+        self._lost: StoreFileLostError | None = None
+        # The files we opened; a deleted or replaced file still takes commits (into an
+        # unlinked inode), so every commit checks that the paths still name them.
+        self._identity = _identity(path)
         self.commits = 0
 
     @classmethod
@@ -186,15 +165,32 @@ class Store:
         seqs = await self.commit(Batch(events=[event]))
         return seqs[0]
 
+    @property
+    def lost(self) -> StoreFileLostError | None:
+        """Set once the database file is found deleted or replaced (commits then fail)."""
+        return self._lost
+
     async def close(self) -> None:
-        """Commit what is queued, stop the writer and close the database."""
+        """Commit what is queued, stop the writer and close the database.
+
+        The connection's thread always ends, even when the final statements fail (e.g. the
+        file system turned read-only), so that the process can exit.
+        """
         if self._closed:
             return
         self._closed = True
         await self._queue.put(None)
-        await self._writer
-        await self._db.execute("PRAGMA optimize")
-        await self._db.close()
+        try:
+            await self._writer
+            if self._lost is None:
+                await self._db.execute("PRAGMA optimize")
+        except Exception:
+            log.exception("store close: final statements failed db=%s", self.path)
+        finally:
+            try:
+                await self._db.close()  # aiosqlite stops its thread even when this raises
+            except Exception:
+                log.exception("store close: closing the database failed db=%s", self.path)
 
     async def _write_loop(self) -> None:
         while True:
@@ -219,7 +215,8 @@ class Store:
         try:
             results = await self._write(jobs)
         except Exception as exc:
-            log.exception("store commit failed; %d batches not committed", len(jobs))
+            if not isinstance(exc, StoreFileLostError):  # that one was logged as it was found
+                log.exception("store commit failed; %d batches not committed", len(jobs))
             try:
                 await self._db.rollback()
             except aiosqlite.Error:
@@ -237,7 +234,26 @@ class Store:
             else:
                 job.done.set_result(result)
 
+    def _check_file(self) -> None:
+        """Raise StoreFileLostError unless the path still names the file we opened."""
+        if self._lost is not None:
+            raise StoreFileLostError(str(self._lost))  # a fresh one: no growing traceback
+        try:
+            now: _Files | None = _identity(self.path)
+        except OSError:
+            now = None
+        db_opened, wal_opened = self._identity
+        if now is None or now[0] != db_opened or (wal_opened is not None and now[1] != wal_opened):
+            self._lost = StoreFileLostError(
+                f"database file {self.path} (or its -wal file) was deleted or replaced while "
+                "the gateway had it open; nothing is acknowledged any more (the broker keeps "
+                "it): restart the gateway to open the file now at that path"
+            )
+            log.critical("%s", self._lost)
+            raise self._lost
+
     async def _write(self, jobs: Sequence[_Job]) -> list[Any]:
+        self._check_file()
         db = self._db
         now = time.time()
         synced = clock_synchronised()
@@ -249,12 +265,15 @@ class Store:
             if job.op is not None:
                 op_results[index] = await _run_op(db, job.op)
         batches = [job.batch for job in jobs if job.batch is not None]
-        minutes = await _write_readings(db, batches)
-        seqs, events = await _write_events(db, batches, now)
+        minutes = await write_readings(db, batches)
+        seqs, events = await write_events(db, batches, now)
         if self._hook is not None:
             written = Written(events=events, minutes=minutes, now=now, clock_synced=synced)
             await self._hook.in_transaction(db, written)
         await db.commit()
+        # Checked after the commit: if the file went before it, what we committed went
+        # with it, and the callers must not acknowledge it.
+        self._check_file()
         batch_seqs = iter(seqs)
         return [
             op_results[index] if job.op is not None else next(batch_seqs)
@@ -295,6 +314,16 @@ class Store:
         ]
 
 
+def _identity(path: Path) -> _Files:
+    """(device, inode) of the database file and of its WAL file (None: there is none)."""
+    st = os.stat(path)
+    try:
+        wal = os.stat(f"{path}-wal")
+    except FileNotFoundError:
+        return (st.st_dev, st.st_ino), None
+    return (st.st_dev, st.st_ino), (wal.st_dev, wal.st_ino)
+
+
 async def _run_op(db: aiosqlite.Connection, op: Op) -> Any:
     await db.execute("SAVEPOINT op")
     try:
@@ -304,73 +333,3 @@ async def _run_op(db: aiosqlite.Connection, op: Op) -> Any:
         result = _Failed(exc)
     await db.execute("RELEASE op")
     return result
-
-
-async def _write_readings(
-    db: aiosqlite.Connection, batches: Sequence[Batch]
-) -> list[tuple[str, int]]:
-    """Write the batches' aggregates, dead letters and sensor state; return touched minutes."""
-    aggregates: dict[tuple[str, str, str, int], MinuteAccumulator] = {}
-    for batch in batches:
-        for key, acc in batch.aggregates.items():
-            have = aggregates.get(key)
-            aggregates[key] = acc if have is None else merge(have, acc)
-    if aggregates:
-        await db.executemany(UPSERT_AGGREGATE, [(*key, *acc) for key, acc in aggregates.items()])
-    dead = [d for batch in batches for d in batch.dead_letters]
-    if dead:
-        await db.executemany(
-            "INSERT INTO dead_letters (received_at, topic, sensor_id, reason, payload)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [(d.received_at, d.topic, d.sensor_id, d.reason, d.payload) for d in dead],
-        )
-        await bump_counter(db, "dead_letters_total", len(dead))
-    state_rows = [
-        (
-            sensor_id,
-            a.last_seen,
-            a.readings,
-            a.dead_letters,
-            json.dumps({q: list(v) for q, v in a.last_values.items()}),
-        )
-        for batch in batches
-        for sensor_id, a in batch.activity.items()
-    ]
-    if state_rows:
-        await db.executemany(UPSERT_SENSOR_STATE, state_rows)
-    return sorted({(key[0], key[3]) for key in aggregates})
-
-
-async def _write_events(
-    db: aiosqlite.Connection, batches: Sequence[Batch], now: float
-) -> tuple[list[list[int]], list[tuple[int, Event]]]:
-    """Give each event the next sequence number and write it; return seqs per batch."""
-    total = sum(len(b.events) for b in batches)
-    if not total:
-        return [[] for _ in batches], []
-    next_seq = await reserve_seqs(db, total)
-    rows, numbered, seqs = [], [], []
-    for batch in batches:
-        batch_seqs = []
-        for event in batch.events:
-            detail = json.dumps(dict(event.detail), ensure_ascii=False, default=str)
-            rows.append(
-                (
-                    event.event_id,
-                    next_seq,
-                    event.kind,
-                    event.source,
-                    str(event.severity),
-                    str(event.status),
-                    event.started_at,
-                    event.ended_at,
-                    detail,
-                    now,
-                )
-            )
-            numbered.append((next_seq, event))
-            batch_seqs.append(next_seq)
-            next_seq += 1
-        seqs.append(batch_seqs)
-    await db.executemany(UPSERT_EVENT, rows)
-    return seqs, numbered

@@ -4,6 +4,10 @@
 range-checks it, folds the readings into minute aggregates and parks anything wrong as a
 dead letter. :meth:`BatchBuilder.cut` hands over everything gathered since the last cut as one
 :class:`Batch`, which the store commits in one transaction.
+
+Device time is bounded: a reading stamped more than ``ingest.max_skew_s`` after or
+``ingest.max_lateness_s`` before its receive time is a dead letter, so no device clock can
+move the judging windows, or put a minute no date type can hold into the store.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Protocol
 
 from edge.aggregate import add_reading, new_accumulator
@@ -87,6 +92,8 @@ class BatchBuilder:
         }
         self._max_payload = config.ingest.max_payload_bytes
         self._keep_bytes = config.ingest.dead_letter_payload_bytes
+        self._max_skew = config.ingest.max_skew_s
+        self._max_lateness = config.ingest.max_lateness_s
         self._batch = Batch()
         self.dead_letter_total = 0
         self.reading_total = 0
@@ -131,6 +138,39 @@ class BatchBuilder:
             activity = self._batch.activity[sensor_id] = SensorActivity()
         return activity
 
+    def sensor_of(self, topic: str) -> str | None:
+        """The id of the sensor configured for ``topic`` (None: no sensor)."""
+        channel = self._channels.get(topic)
+        return None if channel is None else channel.sensor_id
+
+    def internal_error(self, topic: str, payload: bytes, exc: BaseException, now: float) -> str:
+        """Park a message whose screening raised unexpectedly; return the dead letter's reason.
+
+        Readings of the message folded before the failure stay folded: the dead letter
+        says the message was not handled completely.
+        """
+        reason = f"internal error: {type(exc).__name__}: {str(exc)[:200]}"
+        # The message may quote the payload; a lone surrogate would fail the commit itself.
+        reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")
+        self._dead(topic, self.sensor_of(topic), reason, payload, now)
+        return reason
+
+    def _time_refused(self, timestamp: float, now: float) -> str:
+        """Why a device time outside [now - max_lateness, now + max_skew] is refused."""
+        try:
+            shown = datetime.fromtimestamp(timestamp, UTC).isoformat()
+        except (ValueError, OverflowError, OSError):  # years no datetime can hold, NaN
+            shown = f"{timestamp:g} s"
+        if timestamp > now:
+            return (
+                f"device time {shown} is {timestamp - now:.6g} s after the receive time; "
+                f"ingest.max_skew_s is {self._max_skew:g}"
+            )
+        return (
+            f"device time {shown} is {now - timestamp:.6g} s before the receive time; "
+            f"ingest.max_lateness_s is {self._max_lateness:g}"
+        )
+
     def accept(self, topic: str, payload: bytes, received_at: float | None = None) -> None:
         """Screen one message and fold it into the current batch. Never raises on bad input."""
         now = time.time() if received_at is None else received_at
@@ -152,6 +192,9 @@ class BatchBuilder:
             return
         if timestamp is None:
             timestamp = now
+        elif not (now - self._max_lateness <= timestamp <= now + self._max_skew):
+            self._dead(topic, sensor_id, self._time_refused(timestamp, now), payload, now)
+            return
         aggregates = batch.aggregates
         activity = self._activity(sensor_id)
         minute = int(timestamp // 60) * 60

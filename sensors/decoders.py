@@ -3,7 +3,9 @@
 Pure functions over bytes and a decoder config; no I/O. A problem that spoils the whole
 message raises :class:`DecodeError`; a problem with one quantity (missing, wrong type,
 not finite) is returned in ``problems`` while the other quantities are kept, so one broken
-electrode of a multi-parameter probe does not discard the good ones.
+electrode of a multi-parameter probe does not discard the good ones. A decoder raises
+nothing but :class:`DecodeError`, whatever the bytes (deep nesting, 400-digit numbers,
+dates outside what ``datetime`` can hold): a sensor's payload must never stop the ingest.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 from edge import hj212
@@ -41,7 +43,10 @@ def _number(value: object) -> float | None:
     # bool is an int subclass, but a True reading is a device bug, not 1.0.
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits: report it as not finite
+        return math.inf if value > 0 else -math.inf
 
 
 def _compile_path(path: str) -> tuple[str | int, ...]:
@@ -72,7 +77,10 @@ def _json_timestamp(value: Any, fmt: str) -> float:
             raise DecodeError(f"timestamp {value[:40]!r} is not ISO 8601") from None
         if parsed.tzinfo is None:
             raise DecodeError("timestamp has no time zone offset")
-        return parsed.timestamp()
+        try:
+            return parsed.timestamp()
+        except (OverflowError, ValueError):  # year 1 or 9999 pushed past the range by its offset
+            raise DecodeError(f"timestamp {value[:40]!r} is out of range") from None
     number = _number(value)
     if number is None or not math.isfinite(number):
         raise DecodeError("timestamp is not a finite number")
@@ -92,8 +100,10 @@ def json_decoder(config: JsonDecoderConfig) -> Decoder:
             document = json.loads(payload.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise DecodeError(f"payload is not UTF-8: {exc.reason}") from None
-        except ValueError as exc:
+        except ValueError as exc:  # also an integer of more than 4300 digits
             raise DecodeError(f"invalid JSON: {exc}") from None
+        except RecursionError:
+            raise DecodeError("invalid JSON: nested too deeply") from None
         if not isinstance(document, dict):
             raise DecodeError(f"JSON payload is a {type(document).__name__}, not an object")
         timestamp = None
@@ -153,6 +163,19 @@ def number_decoder(config: NumberDecoderConfig, quantity: str) -> Decoder:
     return decode
 
 
+def _data_time(text: str, tz: timezone) -> float:
+    """Epoch seconds of an HJ 212 DataTime: exactly 14 ASCII digits, a valid local time."""
+    # strptime alone would read 10 or 13 digits as some other time (%m, %d take one digit).
+    if len(text) != 14 or not text.isascii() or not text.isdigit():
+        raise DecodeError(f"HJ 212: DataTime {text[:20]!r} is not 14 digits YYYYMMDDhhmmss")
+    try:
+        return datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=tz).timestamp()
+    except ValueError:
+        raise DecodeError(f"HJ 212: DataTime {text!r} is not a valid date and time") from None
+    except OverflowError:  # 00010101000000 east of UTC lies before year 1
+        raise DecodeError(f"HJ 212: DataTime {text!r} is out of range") from None
+
+
 def hj212_decoder(config: Hj212DecoderConfig) -> Decoder:
     """Build a decoder for HJ 212-2017 frames carrying the configured pollutant codes."""
     keys = [
@@ -172,13 +195,7 @@ def hj212_decoder(config: Hj212DecoderConfig) -> Decoder:
         timestamp = None
         data_time = frame.cp.get("DataTime")
         if data_time is not None:
-            try:
-                parsed = datetime.strptime(data_time, "%Y%m%d%H%M%S").replace(tzinfo=tz)
-            except ValueError:
-                raise DecodeError(
-                    f"HJ 212: DataTime {data_time[:20]!r} is not YYYYMMDDhhmmss"
-                ) from None
-            timestamp = parsed.astimezone(UTC).timestamp()
+            timestamp = _data_time(data_time, tz)
         values: list[tuple[str, float, str]] = []
         problems: list[str] = []
         for name, value_key, flag_key in keys:

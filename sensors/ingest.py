@@ -9,6 +9,12 @@ The cost is at-least-once: a crash between commit and PUBACK counts a message tw
 
 Ownership: :meth:`MqttIngest.run` owns the paho thread and the flush loop and returns
 only after the last batch is committed, acknowledged and the client disconnected.
+
+Nothing a sensor sends can stop it: an exception while screening one message (a bug the
+decoders' guards missed) becomes that message's dead letter, because one that escaped
+would end paho's network thread and intake with it, while the process looked healthy.
+The one way :meth:`MqttIngest.run` fails is a database file deleted under the store
+(:class:`~edge.store.StoreFileLostError`): then nothing may be acknowledged any more.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge.batch import Batch
 from edge.events import Event
 from edge.mqtt import shut_down
+from edge.store import StoreFileLostError
 from edge.tls import client_ssl_context
 from edge.waits import wait_any
 from sensors.batch_builder import BatchBuilder
@@ -174,14 +181,35 @@ class MqttIngest:
             if not self._accepting:
                 return  # not acknowledged: the broker keeps it for the next session
             payload = msg.payload
-            self._builder.accept(
-                msg.topic, payload if isinstance(payload, bytes) else bytes(payload), time.time()
-            )
+            if not isinstance(payload, bytes):
+                payload = bytes(payload)
+            now = time.time()
+            try:
+                self._builder.accept(msg.topic, payload, now)
+            except Exception as exc:  # noqa: BLE001 - one message must not end paho's thread
+                self._internal_error(msg, payload, exc, now)
             if msg.qos:
                 self._acks.append((msg.mid, msg.qos))
             full = len(self._acks) >= self._max_batch
         if full:
             self._signal(self._full.set)
+
+    def _internal_error(
+        self, msg: mqtt.MQTTMessage, payload: bytes, exc: Exception, now: float
+    ) -> None:
+        """Dead-letter a message whose screening raised (called under the lock)."""
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = "<topic is not UTF-8>"
+        reason = self._builder.internal_error(topic, payload, exc, now)
+        log.error(
+            "message dead-lettered sensor=%s topic=%s reason=%s",
+            self._builder.sensor_of(topic),
+            topic,
+            reason,
+            exc_info=exc,
+        )
 
     def _signal(self, callback: Callable[[], None]) -> None:
         loop = self._loop
@@ -215,6 +243,8 @@ class MqttIngest:
             try:
                 if not await self.flush():
                     log.error("shutdown with uncommitted messages; the broker will redeliver them")
+            except StoreFileLostError:
+                log.error("shutdown with uncommitted messages; the broker will redeliver them")
             finally:
                 # DISCONNECT is queued behind the last PUBACKs, so they reach the broker first.
                 await shut_down(self.client)
@@ -222,6 +252,17 @@ class MqttIngest:
     async def _wait_for_flush(self, stop: asyncio.Event) -> None:
         await wait_any(stop, self._full, at_most=self._interval)
         self._full.clear()
+
+    def _add_tick_events(self) -> None:
+        """Judge the monitors (called under the lock); a failure costs this tick only."""
+        assert self._tick is not None
+        try:
+            events = self._tick(time.time())
+        except Exception:
+            # Readings must keep being stored even if judging has a bug; say so loudly.
+            log.exception("sensor monitors' tick failed; its judgements are lost")
+            return
+        self._builder.add_events(events)
 
     async def flush(self) -> bool:
         """Commit what has been received so far, then acknowledge it to the broker.
@@ -231,7 +272,7 @@ class MqttIngest:
         """
         with self._lock:
             if self._tick is not None:
-                self._builder.add_events(self._tick(time.time()))
+                self._add_tick_events()
             batch = self._builder.cut()
             acks, self._acks = self._acks, []
             generation = self._generation
@@ -247,6 +288,10 @@ class MqttIngest:
             return True
         try:
             await self._commit(batch)
+        except StoreFileLostError:
+            # Retrying cannot help: stop (loudly) with nothing of it acknowledged.
+            self._unsaved = (batch, acks, generation)
+            raise
         except Exception:
             self._failures += 1
             log.exception(

@@ -49,6 +49,10 @@ class GatewayThread:
             raise self.error
 
 
+# These tests stamp readings from 1970 on (one minute each): let the ingest take them.
+ARCHIVE = {"max_lateness_s": 3_000_000_000}
+
+
 def _unique():
     return uuid.uuid4().hex[:10]
 
@@ -86,7 +90,7 @@ def test_readings_and_every_bad_input_class(mosquitto, tmp_path):
         port=mosquitto.port,
         gateway_id=f"gw-{tag}",
         sensors=[sensor("noise-01", noise_topic), _hj212_sensor(fume_topic), soil],
-        ingest={"max_payload_bytes": 512, "catch_all": [f"{tag}/#"]},
+        ingest={"max_payload_bytes": 512, "catch_all": [f"{tag}/#"], **ARCHIVE},
     )
     good_frame = hj212.build_frame(
         "QN=1;ST=31;CN=2011;PW=1;MN=M1;Flag=4;CP=&&DataTime=20240101080000;a34098-Rtd=1.5,a34098-Flag=N&&"
@@ -150,7 +154,11 @@ def test_readings_published_while_the_gateway_is_down_arrive_after_restart(mosqu
     tag = _unique()
     db = tmp_path / "g.db"
     config = gateway_config(
-        db, port=mosquitto.port, gateway_id=f"gw-{tag}", sensors=[sensor("n", f"{tag}/n")]
+        db,
+        port=mosquitto.port,
+        gateway_id=f"gw-{tag}",
+        sensors=[sensor("n", f"{tag}/n")],
+        ingest=ARCHIVE,
     )
     probe = (f"{tag}/n", noise_payload(55, -60_000))
 
@@ -179,7 +187,11 @@ def _waiting_readings(mosquitto, tmp_path, count):
     topic = f"{tag}/n"
     db = tmp_path / "g.db"
     config = gateway_config(
-        db, port=mosquitto.port, gateway_id=f"gw-{tag}", sensors=[sensor("n", topic)]
+        db,
+        port=mosquitto.port,
+        gateway_id=f"gw-{tag}",
+        sensors=[sensor("n", topic)],
+        ingest=ARCHIVE,
     )
     subscribe_session(mosquitto.host, mosquitto.port, config.client_id, [topic])
     readings = [(topic, noise_payload(55, i * 60_000)) for i in range(count)]

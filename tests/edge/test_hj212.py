@@ -127,3 +127,26 @@ def test_readme_example_frame_is_valid():
     line = next(line for line in readme.splitlines() if line.startswith("##0"))
     frame = hj212.parse_frame(line.replace("\\r\\n", "\r\n").encode())
     assert frame.cp["a34098-Flag"] == "N"
+
+
+@pytest.mark.parametrize(
+    ("segment", "reason"),
+    [
+        (
+            "QN=1;MN=M1;CP=&&DataTime=20240101080000;LA-Rtd=50.1;LA-Rtd=90.3&&",
+            "'LA-Rtd' appears twice",
+        ),
+        ("QN=1;MN=M1;CP=&&DataTime=20240101080000;DataTime=20240101090000&&", "'DataTime' appears"),
+        ("QN=1;MN=M1;MN=M2;CP=&&LA-Rtd=50.1&&", "header field 'MN' appears twice"),
+    ],
+)
+def test_a_repeated_key_is_refused_not_silently_overwritten(segment, reason):
+    with pytest.raises(hj212.FrameError, match=reason):
+        hj212.parse_frame(hj212.build_frame(segment))
+
+
+@pytest.mark.parametrize("crc", [b"0x1f", b" 1F0", b"1_F0", b"+1F0"])
+def test_crc_field_is_exactly_4_hex_digits(crc):
+    data = b"QN=1;MN=M1;CP=&&LA-Rtd=50.1&&"
+    with pytest.raises(hj212.FrameError, match="not hexadecimal"):
+        hj212.parse_frame(b"##%04d%s%s\r\n" % (len(data), data, crc))
