@@ -13,6 +13,9 @@ class Transport(Protocol):
 
     name: str
     connected: bool
+    far_acks: int
+    """Acknowledgements of real records received from the far end so far (PUBACK, HTTP 2xx,
+    9014), never local ones: what proves that a new config reaches the cloud."""
 
     async def connect(self) -> None:
         """Connect (or wait for the background reconnect); raise UplinkError on failure."""

@@ -7,7 +7,10 @@ One SQLite file (WAL) holds everything the gateway must not lose. The tables, by
   ``sensor_state``, ``dead_letters``, ``events``;
 * the outbox (``cloud_sync.outbox``, through the store's transaction hook): ``outbox``
   (one row per record for the cloud, chained and signed) and ``outbox_pending`` (one row
-  per uplink and record still to deliver).
+  per uplink and record still to deliver);
+* signed commands (``cloud_sync.command_ids``, through :meth:`Store.run`): ``command_ids``
+  (every accepted command id, so a replay is refused after a restart) and the meta key
+  ``command_high_water`` (the newest ``issued_at`` accepted).
 
 Only the store's single writer writes this file; everyone else reads it read-only
 (``edge.readonly``). Migrations run in order at :func:`prepare` and are idempotent, so a
@@ -22,7 +25,7 @@ import aiosqlite
 
 from edge.errors import OffsiteEdgeError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 VERSION_1 = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -117,8 +120,26 @@ async def _version_2(db: aiosqlite.Connection) -> None:
     await db.executescript(_VERSION_2_TABLES)
 
 
+_VERSION_3_TABLES = """
+CREATE TABLE IF NOT EXISTS command_ids (
+    id TEXT PRIMARY KEY,
+    issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    accepted_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS command_ids_issued ON command_ids (issued_at);
+"""
+
+
+async def _version_3(db: aiosqlite.Connection) -> None:
+    """Executed ids of signed downlink commands (replay protection)."""
+    await db.executescript(_VERSION_3_TABLES)
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[aiosqlite.Connection], Awaitable[None]]], ...] = (
     (2, _version_2),
+    (3, _version_3),
 )
 """(version, step) in order; each step is idempotent."""
 

@@ -2,10 +2,12 @@
 
 The new config is validated exactly as ``config check`` and ``run`` validate a file, then
 written atomically (the previous file kept as ``.bak``) with a *pending* marker beside it,
-and the gateway restarts on it. After the restart the gateway must reach an uplink within
-the marker's timeout; then the change is confirmed, otherwise the previous file is
-restored and the gateway restarts with it. Both outcomes are audit events. A file that
-cannot even be loaded at restart is rolled back by the supervisor at once.
+and the gateway restarts on it. After the restart the cloud must acknowledge a record sent
+under the new config (MQTT PUBACK, HTTP 2xx, HJ 212 9014: an application-level round trip,
+not a TCP connect) within the marker's timeout; then the change is confirmed, otherwise the
+previous file is restored and the gateway restarts with it. Both outcomes are audit
+events. A file that cannot even be loaded at restart is rolled back by the supervisor at
+once. The regulator keys are commissioning: a remote config that changes them is refused.
 
 :class:`RemoteConfig` is what cloud sync's command processor calls
 (``cloud_sync.commands.ConfigChanges``); nothing in cloud_sync imports the gateway.
@@ -27,7 +29,8 @@ import yaml
 from pydantic import ValidationError
 
 from edge.app.config import GatewayConfig
-from edge.app.config_file import check_usable
+from edge.app.config_file import load_config
+from edge.app.preflight import check_usable
 from edge.errors import SetupError
 from edge.events import Event, EventStatus, Severity
 from edge.store import Store
@@ -123,6 +126,9 @@ class RemoteConfig:
             raise ValueError(f"invalid config: {exc}") from None
         if new.gateway.id != self._gateway_id:
             raise ValueError("config is for another gateway")
+        current = await asyncio.to_thread(_regulator_keys_in, self._control.config_path)
+        if _regulator_keys(new) != current:
+            raise ValueError("regulator keys are set at commissioning, not by a remote config")
         text = yaml.safe_dump(new.model_dump(mode="json"), allow_unicode=True, sort_keys=False)
         timeout = new.cloud.rollback_timeout_s if new.cloud else self._rollback_timeout_s
         path = self._control.config_path
@@ -138,35 +144,57 @@ class RemoteConfig:
         self._control.restart.set()
 
 
+def _regulator_keys(config: GatewayConfig) -> list[tuple[str, str]]:
+    keys = config.cloud.regulator_keys if config.cloud else []
+    return sorted((k.name, k.public_key) for k in keys)
+
+
+def _regulator_keys_in(path: Path) -> list[tuple[str, str]]:
+    """The regulator keys of the config file in force (commissioned)."""
+    try:
+        return _regulator_keys(load_config(path))
+    except SetupError as exc:
+        raise ValueError(f"the config in force cannot be read: {exc}") from None
+
+
 async def confirm_or_roll_back(
-    store: Store, control: Control, connected: asyncio.Event, stop: asyncio.Event
+    store: Store, control: Control, acknowledged: asyncio.Event, stop: asyncio.Event
 ) -> None:
-    """After a remote config change: confirm it once an uplink connects, else roll back."""
+    """After a remote config change: confirm it once the cloud acknowledges a record sent
+    under it (``CloudSync.acknowledged``), else roll back."""
     pending = read_pending(control.config_path)
     if pending is None:
         return
     timeout = float(str(pending.get("timeout_s", 60.0)))
-    await wait_any(connected, stop, at_most=timeout)
-    if stop.is_set() and not connected.is_set():
-        return  # stopped before the verdict: decide after the next start
     detail = {"command_id": pending.get("command_id"), "file": str(control.config_path)}
-    if connected.is_set():
+    # A record of the trial itself: something every uplink carrying events can have
+    # acknowledged, even when nothing else happens on the site.
+    await store.emit(_config_event("config_trial", Severity.INFO, control, detail))
+    await wait_any(acknowledged, stop, at_most=timeout)
+    if stop.is_set() and not acknowledged.is_set():
+        return  # stopped before the verdict: decide after the next start
+    if acknowledged.is_set():
         await asyncio.to_thread(confirm, control.config_path)
         kind, severity = "config_confirmed", Severity.INFO
         log.info("config confirmed file=%s", control.config_path)
     else:
         restored = await asyncio.to_thread(roll_back, control.config_path)
         kind, severity = "config_rolled_back", Severity.WARNING
-        detail |= {"reason": f"no uplink connected within {timeout:g} s", "restored": restored}
+        detail |= {
+            "reason": f"the cloud acknowledged no record within {timeout:g} s",
+            "restored": restored,
+        }
         log.warning("config rolled back file=%s timeout_s=%g", control.config_path, timeout)
         control.restart.set()
-    await store.emit(
-        Event(
-            kind=kind,
-            source=control.config_path.name,
-            severity=severity,
-            status=EventStatus.INSTANT,
-            started_at=time.time(),
-            detail=detail,
-        )
+    await store.emit(_config_event(kind, severity, control, detail))
+
+
+def _config_event(kind: str, severity: Severity, control: Control, detail: dict[str, Any]) -> Event:
+    return Event(
+        kind=kind,
+        source=control.config_path.name,
+        severity=severity,
+        status=EventStatus.INSTANT,
+        started_at=time.time(),
+        detail=detail,
     )
