@@ -56,7 +56,15 @@ async def main(minutes: int, alarms: int) -> dict:
     port = free_port()
     cloud = CloudConfig.model_validate(
         {
-            "uplinks": [{"type": "mqtt", "name": "cloud", "host": "127.0.0.1", "port": port}],
+            "uplinks": [
+                {
+                    "type": "mqtt",
+                    "name": "cloud",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "tls": {"enabled": False},  # plain loopback broker
+                }
+            ],
             "backoff": {"initial_s": 0.2, "max_s": 0.5},
             "outbox": {"quota_bytes": 2**31, "status_interval_s": 3600},
         }

@@ -2,22 +2,50 @@
 
 One model per section, unknown keys rejected, uplinks chosen by a discriminated union on
 ``type``. Secrets never appear in the file: fields ending in ``_env`` name the
-environment variable that holds them, read when the uplink connects.
+environment variable that holds them; a named variable that is unset is an error (at
+start, at ``config check`` and when the uplink connects), never an empty secret.
+Transport fails closed too: every cloud uplink uses TLS unless its section says
+``tls: {enabled: false}``, and an ``http://`` URL never carries a token.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from cloud_sync.errors import SecretError
 from edge.config import StrictModel
 from edge.tls import TLSConfig
 
 DataClass = Literal["alarm", "event", "status", "minute"]
 ALL_CLASSES: tuple[DataClass, ...] = ("alarm", "event", "status", "minute")
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+_ENV = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+class CloudTLSConfig(TLSConfig):
+    """TLS to the cloud: on unless the config says ``enabled: false`` (logged as a warning)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Connect with TLS (default). false sends in clear; the gateway logs a "
+        "warning at every start.",
+    )
+
+
+def read_secret(env_name: str) -> str:
+    """The value of the environment variable ``env_name``; raise SecretError when unset.
+
+    An empty value counts as unset: a secret that silently became "" would let an uplink
+    log in with no password, or send a bearer token that says nothing.
+    """
+    value = os.environ.get(env_name)
+    if not value:
+        raise SecretError(f"environment variable {env_name} is not set (or empty)")
+    return value
 
 
 class _UplinkBase(StrictModel):
@@ -59,9 +87,15 @@ class MqttUplinkConfig(_UplinkBase):
     ack_timeout_s: float = Field(
         default=15.0, gt=0, le=300, description="Wait this long for PUBACKs before retrying."
     )
-    username_env: str | None = Field(default=None, description="Env var holding the username.")
-    password_env: str | None = Field(default=None, description="Env var holding the password.")
-    tls: TLSConfig = Field(default_factory=TLSConfig, description="TLS settings.")
+    username_env: str | None = Field(
+        default=None, pattern=_ENV, description="Env var holding the username."
+    )
+    password_env: str | None = Field(
+        default=None, pattern=_ENV, description="Env var holding the password."
+    )
+    tls: CloudTLSConfig = Field(
+        default_factory=CloudTLSConfig, description="TLS settings (on unless enabled: false)."
+    )
     commands: bool = Field(default=True, description="Subscribe to downlink commands.")
 
 
@@ -74,11 +108,26 @@ class HttpsUplinkConfig(_UplinkBase):
     )
     timeout_s: float = Field(default=15.0, gt=0, le=300, description="Per-request timeout.")
     token_env: str | None = Field(
-        default=None, description="Env var holding a bearer token for the Authorization header."
+        default=None,
+        pattern=_ENV,
+        description="Env var holding a bearer token for the Authorization header.",
     )
-    tls: TLSConfig = Field(
-        default_factory=TLSConfig, description="CA and client certificate for https URLs."
+    tls: CloudTLSConfig = Field(
+        default_factory=CloudTLSConfig,
+        description="CA and client certificate for https URLs; an http:// URL needs "
+        "enabled: false.",
     )
+
+    @model_validator(mode="after")
+    def _scheme_matches_tls(self) -> HttpsUplinkConfig:
+        plain = self.url.startswith("http://")
+        if plain and self.token_env is not None:
+            raise ValueError("an http:// url would send the bearer token in clear; use https://")
+        if plain and self.tls.enabled:
+            raise ValueError("url is http:// but TLS is on: use https:// or tls: {enabled: false}")
+        if not plain and not self.tls.enabled:
+            raise ValueError("url is https:// but tls.enabled is false")
+        return self
 
 
 class Hj212UplinkConfig(_UplinkBase):
@@ -92,20 +141,56 @@ class Hj212UplinkConfig(_UplinkBase):
     )
     host: str = Field(min_length=1, description="Platform host.")
     port: int = Field(ge=1, le=65535, description="Platform TCP port.")
-    st: str = Field(
-        default="22", pattern=r"^\d{2}$", description="System code ST (22 air quality)."
+    st: str | None = Field(
+        default=None,
+        pattern=r"^\d{2}$",
+        description="System code ST for every sensor; default per sensor by profile/kind "
+        "(noise 23, water 21, catering fume 31, soil 25, else 22 air).",
+    )
+    sensor_st: dict[str, Annotated[str, Field(pattern=r"^\d{2}$")]] = Field(
+        default_factory=dict,
+        description="Per-sensor ST overriding st (sensor id → ST), e.g. 36 for a noise source.",
     )
     mn: str = Field(min_length=1, max_length=24, description="Monitoring-point number MN.")
     sensor_mn: dict[str, str] = Field(
         default_factory=dict, description="Per-sensor MN overriding mn (sensor id → MN)."
     )
-    pw_env: str | None = Field(
-        default=None, description="Env var holding the 6-char password PW (default 123456)."
+    pw_env: str = Field(
+        pattern=_ENV,
+        description="Env var holding the password PW the platform assigned (no default).",
     )
     codes: dict[str, str] = Field(
         default_factory=dict,
-        description="Quantity → pollutant code; defaults to each hj212 sensor's decoder codes, "
-        "else the quantity name.",
+        description="Quantity → pollutant code, overriding the sensor's profile and decoder "
+        "codes (needed where no national code exists, e.g. cooking fume); else the quantity name.",
+    )
+    decimals: dict[str, Annotated[int, Field(ge=0, le=6)]] = Field(
+        default_factory=dict,
+        description="Pollutant code → decimals printed, overriding HJ 212-2017 Annex B.",
+    )
+    default_decimals: int = Field(
+        default=3, ge=0, le=6, description="Decimals for codes Annex B does not list."
+    )
+    eflag_chars: int = Field(
+        default=4,
+        ge=0,
+        le=7,
+        description="Other data flags of a mixed minute reported in -EFlag (C4 in the "
+        "standard: 4; 7 carries all; 0 sends no -EFlag).",
+    )
+    time_tolerance_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="A platform set-time (1012) is answered done only when the gateway clock "
+        "already agrees within this; the system clock is never set from the platform.",
+    )
+    audit_every_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=86400,
+        description="At most one audit record per request code (CN) in this time; the "
+        "suppressed count goes into the next one.",
     )
     ack_timeout_s: float = Field(
         default=10.0, gt=0, le=120, description="HJ 212 answer timeout (standard: 10 s)."
@@ -116,6 +201,16 @@ class Hj212UplinkConfig(_UplinkBase):
         default=True, description="Also send 2011 real-time frames (latest values, minute close)."
     )
     hourly: bool = Field(default=True, description="Also send 2061 hour data when an hour closes.")
+    daily: bool = Field(
+        default=True,
+        description="Also send 2031 day data (noise: Ld/Ln/Ldn) once all 24 hour records of "
+        "a local day have passed through this uplink.",
+    )
+    tls: CloudTLSConfig = Field(
+        default_factory=CloudTLSConfig,
+        description="TLS to the platform (on by default); a plain-TCP platform needs "
+        "enabled: false, which is logged as a warning.",
+    )
 
 
 Uplink = Annotated[
@@ -158,6 +253,19 @@ class BackoffConfig(StrictModel):
     max_s: float = Field(default=60.0, gt=0, le=3600, description="Longest retry delay.")
 
 
+class RegulatorKeyConfig(StrictModel):
+    """A regulator public key whose signed commands the gateway obeys (set at commissioning)."""
+
+    name: str = Field(
+        pattern=_NAME, description="Who holds the key; recorded as the issuer of its commands."
+    )
+    public_key: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="Raw Ed25519 public key, 64 lower-case hex digits "
+        "(`offsite-edge cloud keygen` prints it).",
+    )
+
+
 class CloudConfig(StrictModel):
     """Store-and-forward to the supervision cloud."""
 
@@ -172,12 +280,25 @@ class CloudConfig(StrictModel):
         default=60.0,
         ge=5,
         le=3600,
-        description="After a remote config change, roll back if no uplink reconnects in time.",
+        description="After a remote config change, roll back unless the cloud acknowledges a "
+        "record sent under it within this time.",
     )
+    regulator_keys: list[RegulatorKeyConfig] = Field(
+        default_factory=list,
+        description="Regulator keys whose signed commands are obeyed; none: every command is "
+        "refused. A remote config cannot change them.",
+    )
+
+    def plaintext_uplinks(self) -> list[str]:
+        """Names of the uplinks whose config turns TLS off (the gateway warns about each)."""
+        return [u.name for u in self.uplinks if not u.tls.enabled]
 
     @model_validator(mode="after")
     def _unique_names(self) -> CloudConfig:
         names = [u.name for u in self.uplinks]
         if len(set(names)) != len(names):
             raise ValueError(f"uplink names repeat: {names}")
+        keys = [k.public_key for k in self.regulator_keys]
+        if len(set(keys)) != len(keys) or len({k.name for k in self.regulator_keys}) != len(keys):
+            raise ValueError("regulator_keys repeat a name or a key")
         return self

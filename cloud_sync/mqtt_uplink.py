@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud_sync.config import MqttUplinkConfig
+from cloud_sync.config import MqttUplinkConfig, read_secret
 from cloud_sync.errors import UplinkError
 from cloud_sync.outbox import OutRecord, wire_batch
 from edge.mqtt import shut_down
@@ -74,6 +73,7 @@ class MqttUplink:
         self.config = config
         self.gateway_id = gateway_id
         self.connected = False
+        self.far_acks = 0
         self._on_command = on_command
         self._loop = asyncio.get_running_loop()
         self._connected_event = asyncio.Event()
@@ -94,8 +94,8 @@ class MqttUplink:
         client.reconnect_delay_set(1, 30)
         if cfg.username_env:
             client.username_pw_set(
-                os.environ.get(cfg.username_env, ""),
-                os.environ.get(cfg.password_env, "") if cfg.password_env else None,
+                read_secret(cfg.username_env),
+                read_secret(cfg.password_env) if cfg.password_env else None,
             )
         if cfg.tls.enabled:
             client.tls_set_context(client_ssl_context(cfg.tls))
@@ -154,7 +154,9 @@ class MqttUplink:
                 self.config.port,
             )
         elif not up and self.connected:
-            log.warning("uplink disconnected uplink=%s reason=%s", self.name, reason)
+            # close() clears _client first: our own clean shutdown is no warning.
+            level = logging.INFO if self._client is None else logging.WARNING
+            log.log(level, "uplink disconnected uplink=%s reason=%s", self.name, reason)
         self.connected = up
         if up:
             self._connected_event.set()
@@ -170,6 +172,7 @@ class MqttUplink:
         if future is None or future.done():
             return  # a retransmission of a message we already gave up on
         if ok:
+            self.far_acks += 1  # a PUBACK of a record message (replies are not registered)
             future.set_result(None)
         else:
             future.set_exception(UplinkError(f"broker refused message {mid}"))

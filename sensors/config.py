@@ -18,6 +18,9 @@ from pydantic import Field, field_validator, model_validator
 from edge.config import ID_PATTERN, StoreConfig, StrictModel
 from edge.tls import TLSConfig
 
+# Re-exported (mypy needs the alias): the health block moved to its own module for size.
+from sensors.health_config import HealthConfig as HealthConfig  # noqa: PLC0414
+
 SensorKind = Literal["noise", "gas", "water", "soil"]
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
@@ -79,6 +82,24 @@ class IngestConfig(StrictModel):
         default_factory=list,
         description="Extra topic filters to subscribe to (e.g. 'site/#'), so that devices "
         "publishing where no sensor is configured show up as dead letters instead of vanishing.",
+    )
+    max_skew_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="How far a reading's device timestamp may lie ahead of the time it was "
+        "received (seconds); a reading dated later is a dead letter, so a device clock "
+        "running ahead cannot move the judging windows into the future.",
+    )
+    max_lateness_s: float = Field(
+        default=7 * 86_400,
+        gt=0,
+        le=100 * 365 * 86_400,
+        allow_inf_nan=False,
+        description="How far a reading's device timestamp may lie behind the time it was "
+        "received (seconds); older readings are dead letters. Generous by default (7 days) "
+        "for sensors that buffer while offline; raise it to replay an archive.",
     )
 
 
@@ -266,30 +287,6 @@ class StandardRef(StrictModel):
         """Return an HH:MM field as seconds after local midnight."""
         hours, minutes = hhmm.split(":")
         return float(int(hours) * 3600 + int(minutes) * 60)
-
-
-class HealthConfig(StrictModel):
-    """When a sensor counts as offline or stuck."""
-
-    expected_interval_s: Annotated[float, Field(gt=0)] = Field(
-        default=60.0, description="How often the sensor normally reports (HJ 212 RtdInterval)."
-    )
-    offline_multiple: Annotated[float, Field(ge=1)] = Field(
-        default=3.0, description="Offline after this many expected intervals without a reading."
-    )
-    stuck_after_s: Annotated[float, Field(gt=0)] | None = Field(
-        default=3600.0,
-        description="A quantity repeating one value this long is stuck (None disables).",
-    )
-    stuck_tolerance: Annotated[float, Field(ge=0)] = Field(
-        default=0.0, description="Values within this of the run's first value count as equal."
-    )
-    stuck_tolerances: dict[str, Annotated[float, Field(ge=0)]] = Field(
-        default_factory=dict, description="Per-quantity stuck tolerance."
-    )
-    stuck_exempt: tuple[str, ...] = Field(
-        default=(), description="Quantities allowed to stay constant (e.g. status codes)."
-    )
 
 
 class SensorConfig(StrictModel):

@@ -1,4 +1,10 @@
-"""The health events of one sensor: offline, stuck (flat-line) and out of range.
+"""The health events of one sensor: offline, stuck (flat-line), out of range, self-flagged.
+
+A reading the device flags itself (HJ 212 ``M`` maintenance, ``C`` calibration, ``D``
+fault, …) is stored with its flag but never judged, so a site could declare maintenance
+forever; a quantity that reports only such flags for longer than
+``health.self_flag_limit_s`` raises a ``sensor_self_flagged`` alarm until a valid reading
+(or a technician's maintenance mode) ends the run.
 
 :class:`HealthTracker` holds which health conditions have an open event, judges them
 once per commit cycle with the pure decisions of :mod:`sensors.health`, and emits one
@@ -11,6 +17,7 @@ reading counts.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge.events import Event, Severity
@@ -22,6 +29,17 @@ from sensors.rules import Action
 from sensors.window import WindowAccumulator
 
 __all__ = ["HealthTracker"]
+
+
+@dataclass(slots=True, kw_only=True)
+class _FlagRun:
+    """Consecutive self-flagged readings of one quantity."""
+
+    since: float
+    last_ts: float
+    last_seq: int
+    readings: int = 0
+    flags: dict[str, int] = field(default_factory=dict)
 
 
 class HealthTracker:
@@ -51,6 +69,70 @@ class HealthTracker:
         self._oor: dict[str, tuple[float, float, int, int]] = {}  # q -> value, ts, seq, count
         self._oor_state: dict[str, HealthState] = {}
         self._oor_ids: dict[str, str] = {}
+        self._self_flags = frozenset(health.self_flags)
+        self._flag_runs: dict[str, _FlagRun] = {}
+        self._flag_state: dict[str, HealthState] = {}
+        self._flag_ids: dict[str, str] = {}
+
+    def self_flagged(self, quantity: str, flag: str, ts: float, seq: int) -> None:
+        """Record a reading the device flagged itself; ``seq`` is its accumulator's count.
+
+        Readings continue a run only when no other reading of the quantity came between
+        them (their ``seq`` is consecutive): one valid reading ends the run.
+        """
+        if flag not in self._self_flags:
+            return
+        run = self._flag_runs.get(quantity)
+        if run is None or run.last_seq != seq - 1:
+            run = self._flag_runs[quantity] = _FlagRun(since=ts, last_ts=ts, last_seq=seq)
+        run.last_ts = max(run.last_ts, ts)
+        run.last_seq = seq
+        run.readings += 1
+        run.flags[flag] = run.flags.get(flag, 0) + 1
+
+    def _judge_self_flags(
+        self, now: float, accs: Mapping[str, WindowAccumulator], events: list[Event]
+    ) -> None:
+        limit = self._health.self_flag_limit_s
+        for name in list(self._flag_runs.keys() | self._flag_state.keys()):
+            run = self._flag_runs.get(name)
+            acc = accs.get(name)
+            ongoing = run is not None and acc is not None and run.last_seq == acc.seq
+            if run is not None and not ongoing:
+                del self._flag_runs[name]
+            condition = (
+                ongoing
+                and limit is not None
+                and run is not None
+                and run.last_ts - run.since >= limit
+            )
+            state = self._flag_state.get(name, HealthState())
+            new, action = health_step(state, condition, run.since if run and condition else now)
+            self._flag_state[name] = new
+            if action is Action.OPEN:
+                self._flag_ids[name] = new_id()
+            if action is Action.NONE:
+                continue
+            detail: dict[str, Any] = {
+                "quantity": name,
+                "self_flag_limit_s": limit,
+                "flags": {} if run is None else dict(run.flags),
+                "readings": 0 if run is None else run.readings,
+                "last_flagged_at": None if run is None else run.last_ts,
+            }
+            events.append(
+                self._event(
+                    "sensor_self_flagged",
+                    Severity.ALARM,
+                    action,
+                    event_id=self._flag_ids[name],
+                    started_at=new.since,
+                    at=now,
+                    detail=detail,
+                )
+            )
+            if action is Action.CLOSE:
+                del self._flag_state[name]
 
     def out_of_range(self, quantity: str, value: float, ts: float, seq: int) -> None:
         """Record an out-of-range value; ``seq`` is its accumulator's reading count now."""
@@ -172,6 +254,7 @@ class HealthTracker:
                 )
                 del self._oor[name]
             self._oor_state[name] = state
+        self._judge_self_flags(now, accs, events)
 
     def _oor_event(
         self,
@@ -209,7 +292,32 @@ class HealthTracker:
             return self._adopt_stuck(event, get_acc)
         if event.kind == "sensor_out_of_range":
             return self._adopt_out_of_range(event, get_acc)
+        if event.kind == "sensor_self_flagged":
+            return self._adopt_self_flagged(event, get_acc)
         return False
+
+    def _adopt_self_flagged(
+        self, event: Event, get_acc: Callable[[str], WindowAccumulator]
+    ) -> bool:
+        name = event.detail.get("quantity")
+        if not self._knows(name) or self._health.self_flag_limit_s is None:
+            return False
+        assert isinstance(name, str)  # checked by _knows
+        state = self._flag_state.get(name)
+        if state is not None and state.open:
+            return self._flag_ids[name] == event.event_id
+        # The run continues if the next reading is flagged again, closes at a valid one.
+        flags = event.detail.get("flags")
+        self._flag_runs[name] = _FlagRun(
+            since=event.started_at,
+            last_ts=float(event.detail.get("last_flagged_at") or event.started_at),
+            last_seq=get_acc(name).seq,
+            readings=int(event.detail.get("readings") or 0),
+            flags=dict(flags) if isinstance(flags, dict) else {},
+        )
+        self._flag_state[name] = HealthState(open=True, since=event.started_at)
+        self._flag_ids[name] = event.event_id
+        return True
 
     def _adopt_offline(self, event: Event) -> bool:
         if self._offline.open:
@@ -269,4 +377,7 @@ class HealthTracker:
         for name, st in self._oor_state.items():
             if st.open:
                 out[f"sensor_out_of_range:{name}"] = self._oor_ids[name]
+        for name, st in self._flag_state.items():
+            if st.open:
+                out[f"sensor_self_flagged:{name}"] = self._flag_ids[name]
         return out

@@ -15,6 +15,11 @@ Requests arrive two ways, both at one :class:`ModeDesk`:
 The gateway takes each request, applies it to the sensor's monitor and commits the
 ``maintenance`` event; only then is a filed request's file removed, so a power cut
 between the two loses no request.
+
+A mode cannot hide a sensor for ever: :class:`ModeGuard` ends one that has lasted its
+sensor's ``health.maintenance_max_s`` (a ``maintenance_expired`` warning beside the
+closing ``maintenance`` event) and raises ``maintenance_repeated`` when a sensor enters
+a mode more than ``maintenance_repeat_limit`` times within the repeat window.
 """
 
 from __future__ import annotations
@@ -26,16 +31,19 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from edge.events import Event, EventStatus
+from edge.events import Event, EventStatus, Severity
 
 __all__ = [
     "Mode",
     "ModeDesk",
+    "ModeGuard",
+    "ModeLimits",
     "ModeRequest",
     "ModeState",
     "apply_request",
@@ -240,3 +248,102 @@ def apply_request(subjects: Mapping[str, ModeSubject], request: ModeRequest) -> 
         request.why,
     )
     return event
+
+
+GATEWAY_WHO = "offsite-edge"
+"""Who ends a mode that ran past its maximum duration."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModeLimits:
+    """How long, and how often, one sensor may be in maintenance or calibration."""
+
+    max_s: float
+    repeat_limit: int
+    repeat_window_s: float
+
+
+class ModeGuard:
+    """Ends modes past their maximum duration and notices repeated maintenance.
+
+    Pure bookkeeping: the gateway asks :meth:`expired` for the requests that end overdue
+    modes, applies them like any other request, and passes each applied ``maintenance``
+    event to :meth:`after`, which returns the warnings to commit with it.
+    """
+
+    def __init__(self, limits: Mapping[str, ModeLimits]) -> None:
+        self._limits = dict(limits)
+        self._entries: dict[str, deque[float]] = {}
+
+    def seed(self, sensor_id: str, started_at: float) -> None:
+        """Count a mode entry from before a restart (so restarting resets no count)."""
+        entries = self._entries.setdefault(sensor_id, deque())
+        entries.append(started_at)
+
+    def seed_window_s(self) -> float:
+        """How far back :meth:`seed` needs entries: the longest repeat window."""
+        return max((lim.repeat_window_s for lim in self._limits.values()), default=0.0)
+
+    def expired(self, subjects: Mapping[str, ModeSubject], now: float) -> list[ModeRequest]:
+        """Requests back to normal for every sensor whose mode has lasted its maximum."""
+        out: list[ModeRequest] = []
+        for sensor_id, subject in subjects.items():
+            limits = self._limits.get(sensor_id)
+            state = subject.mode
+            if limits is None or state.mode is Mode.NORMAL or now - state.since < limits.max_s:
+                continue
+            why = f"maximum {state.mode} duration of {limits.max_s:g} s reached"
+            out.append(
+                ModeRequest(
+                    sensor_id=sensor_id,
+                    mode=Mode.NORMAL,
+                    who=GATEWAY_WHO,
+                    why=why,
+                    requested_at=now,
+                )
+            )
+        return out
+
+    def after(self, event: Event, before: ModeState, request: ModeRequest) -> list[Event]:
+        """The warnings that go with an applied ``maintenance`` event.
+
+        ``before`` is the sensor's mode before ``request`` was applied.
+        """
+        sensor_id = event.source
+        limits = self._limits.get(sensor_id)
+        if limits is None:
+            return []
+        at = request.requested_at
+        base = {"sensor": sensor_id, "mode": str(before.mode), "since": before.since}
+        if event.status is EventStatus.CLOSED and request.who == GATEWAY_WHO:
+            detail = {**base, "who": before.who, "why": before.why, "max_s": limits.max_s}
+            return [_warning("maintenance_expired", sensor_id, at, detail)]
+        if event.status is not EventStatus.OPEN:
+            return []
+        window_start = at - limits.repeat_window_s
+        entries = deque(t for t in self._entries.get(sensor_id, ()) if t > window_start)
+        entries.append(at)
+        self._entries[sensor_id] = entries
+        if len(entries) <= limits.repeat_limit:
+            return []
+        detail = {
+            "sensor": sensor_id,
+            "mode": str(request.mode),
+            "who": request.who,
+            "why": request.why,
+            "entries": len(entries),
+            "repeat_limit": limits.repeat_limit,
+            "repeat_window_s": limits.repeat_window_s,
+        }
+        return [_warning("maintenance_repeated", sensor_id, at, detail)]
+
+
+def _warning(kind: str, sensor_id: str, at: float, detail: dict[str, object]) -> Event:
+    return Event(
+        kind=kind,
+        source=sensor_id,
+        severity=Severity.WARNING,
+        status=EventStatus.INSTANT,
+        started_at=at,
+        detail=detail,
+    )
