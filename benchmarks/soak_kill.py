@@ -19,6 +19,8 @@ from pathlib import Path
 
 from broker import Mosquitto
 
+from cloud_sync.chain import public_key_hex
+from cloud_sync.identity import load_or_create_key
 from cloud_sync.receiver import Receiver, ReceiverConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,8 +45,15 @@ async def main(trials: int, seed: int) -> dict:
     rng = random.Random(seed)
     conf = f"persistence true\npersistence_location {work / 'broker'}/\nautosave_interval 1\n"
     with Mosquitto(extra_conf=conf) as broker:
+        # Commissioning: the gateway's key exists and is registered before its first record.
+        key = load_or_create_key(work / "gateway.key")
         receiver = Receiver(
-            ReceiverConfig(db=work / "cloud.db", mqtt_host="127.0.0.1", mqtt_port=broker.port)
+            ReceiverConfig(
+                db=work / "cloud.db",
+                mqtt_host="127.0.0.1",
+                mqtt_port=broker.port,
+                trust={"gw-kill": public_key_hex(key.public_key())},
+            )
         )
         stop = asyncio.Event()
         task = asyncio.create_task(receiver.run(stop))

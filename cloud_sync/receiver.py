@@ -1,13 +1,18 @@
 """`offsite-edge cloud`: a small reference supervision cloud (demo and tests, not production).
 
 It subscribes to the cloud broker (persistent session; PUBACK only after its own SQLite
-commit), accepts the HTTPS uplink, keeps every record once (deduplicated by id), verifies
-each gateway's hash chain and signatures, and serves a JSON API:
+commit), accepts the HTTPS uplink, checks every record against the protocol schema and
+its gateway's *registered* key (`offsite-edge cloud register`), keeps each distinct record
+once, verifies each chain incrementally as records arrive, and serves a JSON API (bearer
+token, or client certificates, required for all but ``/health``):
 
-- ``GET /api/gateways``  last seen, record and duplicate counts per gateway
-- ``GET /api/records?gateway=&class=&type=&after=&limit=``  records in arrival order
-- ``GET /api/chain[?gateway=]``  chain verification report per gateway
-- ``POST /v1/records``  HTTPS uplink ingest (``Idempotency-Key`` per batch)
+- ``GET /health``  liveness, no authentication
+- ``GET /api/gateways``  last seen, record, duplicate and rejected counts per gateway
+- ``GET /api/records?gateway=&class=&type=&after=&limit=``  admitted records, arrival order
+- ``GET /api/rejected?gateway=&after=&limit=``  rejected records with the reason
+- ``GET /api/chain[?gateway=]``  the verdict per gateway (docs/protocol.md)
+- ``POST /v1/records``  HTTPS uplink ingest (``Idempotency-Key`` per batch); names each
+  accepted record, 422 with a reason per rejected one
 
 This module wires the parts together: storage and chain verification in
 :mod:`cloud_sync.receiver_store`, the MQTT intake in :mod:`cloud_sync.receiver_mqtt`, the
@@ -21,11 +26,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloud_sync.receiver_http import HttpApi, server_ssl_context
+from cloud_sync.receiver_http import DEFAULT_MAX_BODY, HttpApi, server_ssl_context
 from cloud_sync.receiver_mqtt import MqttIntake
 
 # Re-exported: the database and batch parser were importable from here before the split.
 from cloud_sync.receiver_store import ReceiverDB, parse_batch
+from edge.tls import TLSConfig
 
 __all__ = ["Receiver", "ReceiverConfig", "ReceiverDB", "parse_batch", "run_receiver"]
 
@@ -47,6 +53,15 @@ class ReceiverConfig:
     tls_key: Path | None = None
     client_ca: Path | None = None
     trust: dict[str, str] = field(default_factory=dict)
+    """Gateway id → public key (hex), registered at start (as `cloud register` does)."""
+    token: str | None = None
+    """Bearer token of the HTTP API; without it (and without client_ca) only /health answers."""
+    max_body: int = DEFAULT_MAX_BODY
+    clock_tolerance_s: float = 300.0
+    """How far created_at may go backwards along the chain before it is reported."""
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_tls: TLSConfig | None = None
 
 
 class Receiver:
@@ -54,7 +69,7 @@ class Receiver:
 
     def __init__(self, config: ReceiverConfig) -> None:
         self.config = config
-        self.db = ReceiverDB(config.db, config.trust)
+        self.db = ReceiverDB(config.db, config.trust, clock_tolerance_s=config.clock_tolerance_s)
         self.http_port = config.http_port
         self.ready = asyncio.Event()
         self._mqtt = MqttIntake(
@@ -63,8 +78,14 @@ class Receiver:
             port=config.mqtt_port,
             topic_prefix=config.topic_prefix,
             client_id=config.client_id,
+            username=config.mqtt_username,
+            password=config.mqtt_password,
+            tls=config.mqtt_tls,
         )
-        self._api = HttpApi(self.db)
+        mtls = bool(config.client_ca and config.tls_cert and config.tls_key)
+        self._api = HttpApi(
+            self.db, token=config.token, client_certs=mtls, max_body=config.max_body
+        )
         self._server: asyncio.Server | None = None
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -1,9 +1,15 @@
-"""The reference receiver's storage: every record once, and each gateway's chain verified.
+"""The reference receiver's storage: registered keys, records, rejects, verified chains.
 
-One SQLite file holds the records (deduplicated by id, in arrival order), a row per
-gateway (last seen, duplicate count, the key it announced) and the responses of HTTPS
-batches already processed (idempotency). :func:`parse_batch` reads the uplink batch
-format both intakes (MQTT and HTTPS) hand to :meth:`ReceiverDB.ingest`.
+One SQLite file holds the gateways' registered public keys, the admitted records (each
+distinct record once, in arrival order), the rejected ones with their reason, the
+incremental verification state (:mod:`cloud_sync.receiver_verify`) and the responses of
+HTTPS batches already processed (idempotency).
+
+Every record goes through the same gate in :meth:`ReceiverDB.ingest`: the protocol schema
+(:mod:`cloud_sync.record_schema`, with the gateway the transport vouches for), then the
+gateway's registered key (none: rejected), the hash, the signature; only then is it stored
+and checked against the chain. A rejected record is kept aside with its reason and never
+enters a chain; nothing a sender puts in a record can raise out of :meth:`ingest`.
 """
 
 from __future__ import annotations
@@ -16,17 +22,32 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cloud_sync.chain import ChainReport, public_key_from_hex, verify_chain
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-__all__ = ["REQUIRED", "SCHEMA", "ReceiverDB", "parse_batch"]
+from cloud_sync.chain import record_hash, verify_signature
+from cloud_sync.errors import CloudSyncError
+from cloud_sync.receiver_keys import KEYS_SCHEMA, KeyRegistrationError, KeyRegistry
+from cloud_sync.receiver_verify import VERIFY_SCHEMA, ChainVerdict, admit, finding, verdict
+from cloud_sync.record_schema import RecordResult, parse_batch, record_problem
+from edge.errors import SetupError
+
+__all__ = [
+    "SCHEMA",
+    "KeyRegistrationError",
+    "ReceiverDB",
+    "ReceiverDatabaseError",
+    "RecordResult",
+    "parse_batch",
+]
 
 # The receiver's logger name from before the split, so its log lines keep their tag.
 log = logging.getLogger("cloud_sync.receiver")
 
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     arrival INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
+    id TEXT NOT NULL,
     gateway TEXT NOT NULL,
     seq INTEGER NOT NULL,
     data_class TEXT NOT NULL,
@@ -34,86 +55,219 @@ CREATE TABLE IF NOT EXISTS records (
     clock_synced INTEGER,
     body TEXT NOT NULL,
     prev TEXT,
-    hash TEXT,
+    hash TEXT NOT NULL,
     sig TEXT,
     resent INTEGER NOT NULL,
     via TEXT NOT NULL,
-    received_at REAL NOT NULL
+    received_at REAL NOT NULL,
+    UNIQUE (gateway, seq, hash)
 );
-CREATE INDEX IF NOT EXISTS records_gateway_seq ON records (gateway, seq);
 CREATE TABLE IF NOT EXISTS gateways (
     gateway TEXT PRIMARY KEY,
     last_seen REAL NOT NULL,
-    duplicates INTEGER NOT NULL DEFAULT 0,
-    public_key TEXT
+    duplicates INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS rejected (
+    n INTEGER PRIMARY KEY,
+    gateway TEXT,
+    seq INTEGER,
+    id TEXT,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    record TEXT NOT NULL,
+    via TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rejected_gateway ON rejected (gateway, kind);
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
     response TEXT NOT NULL
 );
 """
 
-REQUIRED = ("gateway", "seq", "id", "class", "body")
+
+class ReceiverDatabaseError(CloudSyncError, SetupError):
+    """The receiver database cannot be used (written by another version)."""
+
+
+MAX_KEPT_CHARS = 16384
+"""A rejected record is kept up to this many characters of its JSON (enough to judge it)."""
 
 
 class ReceiverDB:
-    """The receiver's SQLite: records deduplicated by id."""
+    """The receiver's SQLite."""
 
-    def __init__(self, path: Path | str, trust: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        trust: Mapping[str, str] | None = None,
+        *,
+        clock_tolerance_s: float = 300.0,
+    ) -> None:
         self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.executescript(SCHEMA)
-        self.trust = dict(trust or {})
+        self.conn.execute("PRAGMA busy_timeout=5000")
+        (version,) = self.conn.execute("PRAGMA user_version").fetchone()
+        old = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'records'").fetchone()
+        if version != SCHEMA_VERSION and (version or old):
+            self.conn.close()
+            raise ReceiverDatabaseError(
+                f"{path}: a receiver database of another version ({version}); start with a new --db"
+            )
+        self.conn.executescript(SCHEMA + KEYS_SCHEMA + VERIFY_SCHEMA)
+        self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self.clock_tolerance_s = clock_tolerance_s
+        self.keys = KeyRegistry(self.conn)
+        for gateway, key in (trust or {}).items():
+            self.register(gateway, key)
 
-    def ingest(self, records: Sequence[Mapping[str, Any]], via: str) -> tuple[int, int]:
-        """Store records (one transaction); return (new, duplicates)."""
+    def register(self, gateway: str, key_hex: str, *, replace: bool = False) -> bool:
+        """Register ``gateway``'s public key (see :meth:`KeyRegistry.register`)."""
+        return self.keys.register(gateway, key_hex, replace=replace)
+
+    def key_of(self, gateway: str) -> Ed25519PublicKey | None:
+        """The registered key of ``gateway`` (``None``: not registered)."""
+        return self.keys.key_of(gateway)
+
+    # -- ingest -------------------------------------------------------------------------
+
+    def ingest(
+        self, records: Sequence[Any], via: str, *, gateway: str | None = None
+    ) -> list[RecordResult]:
+        """Check and store records (one transaction); what became of each, in order.
+
+        ``gateway``: the gateway the transport vouches for (MQTT topic, HTTPS batch);
+        every record must name it.
+        """
+        return self.ingest_batches([(gateway, records)], via)[0]
+
+    def ingest_batches(
+        self, batches: Sequence[tuple[str | None, Sequence[Any]]], via: str
+    ) -> list[list[RecordResult]]:
+        """:meth:`ingest` for several (gateway, records) batches in one transaction."""
         now = time.time()
-        new = dup = 0
         cur = self.conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
-            for r in records:
-                if any(k not in r for k in REQUIRED):
-                    log.warning("record rejected reason=missing_fields via=%s", via)
-                    continue
-                cur.execute(
-                    "INSERT OR IGNORE INTO records (id, gateway, seq, data_class, created_at,"
-                    " clock_synced, body, prev, hash, sig, resent, via, received_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        r["id"],
-                        r["gateway"],
-                        int(r["seq"]),
-                        r["class"],
-                        r.get("created_at"),
-                        r.get("clock_synced"),
-                        json.dumps(r["body"], ensure_ascii=False),
-                        r.get("prev"),
-                        r.get("hash"),
-                        r.get("sig"),
-                        int(bool(r.get("resent"))),
-                        via,
-                        now,
-                    ),
-                )
-                inserted = cur.rowcount == 1
-                new += inserted
-                dup += not inserted
-                key = r["body"].get("public_key") if isinstance(r["body"], dict) else None
-                cur.execute(
-                    "INSERT INTO gateways (gateway, last_seen, duplicates, public_key)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT (gateway) DO UPDATE SET"
-                    " last_seen = excluded.last_seen,"
-                    " duplicates = duplicates + excluded.duplicates,"
-                    " public_key = coalesce(public_key, excluded.public_key)",
-                    (r["gateway"], now, int(not inserted), key),
-                )
+            results = [
+                [self._one(cur, record, via, gateway, now) for record in records]
+                for gateway, records in batches
+            ]
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
-        return new, dup
+        return results
+
+    def _one(
+        self, cur: sqlite3.Cursor, r: Any, via: str, gateway: str | None, now: float
+    ) -> RecordResult:
+        problem = record_problem(r, gateway=gateway)
+        rid = r.get("id") if isinstance(r, Mapping) else None
+        if problem:
+            kind = "gateway_mismatch" if problem.startswith("gateway: record says") else "schema"
+            return self._reject(cur, r, kind, problem, via=via, now=now)
+        key = self.key_of(r["gateway"])
+        if key is None:
+            return self._reject(
+                cur, r, "unregistered", "gateway has no registered key", via=via, now=now
+            )
+        try:
+            digest = record_hash(r)
+        except ValueError:  # NaN/Infinity somewhere in the body: no canonical form
+            return self._reject(
+                cur, r, "schema", "body: not canonical JSON (NaN)", via=via, now=now
+            )
+        if digest != r["hash"]:
+            finding(cur, r["gateway"], "bad_hash", r["seq"], id=rid)
+            return self._reject(
+                cur, r, "bad_hash", "hash does not match the record", via=via, now=now
+            )
+        if not verify_signature(key, digest, r["sig"]):
+            finding(cur, r["gateway"], "bad_signature", r["seq"], id=rid)
+            reason = "signature does not verify with the registered key"
+            return self._reject(cur, r, "bad_signature", reason, via=via, now=now)
+        held = cur.execute(
+            "SELECT count(*), sum(hash = ?) FROM records WHERE gateway = ? AND seq = ?",
+            (digest, r["gateway"], r["seq"]),
+        ).fetchone()
+        self._seen(cur, r["gateway"], now, duplicate=bool(held[1]))
+        if held[1]:
+            return RecordResult(rid, "duplicate")
+        cur.execute(
+            "INSERT INTO records (id, gateway, seq, data_class, created_at, clock_synced, body,"
+            " prev, hash, sig, resent, via, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?, ?)",
+            (
+                rid, r["gateway"], r["seq"], r["class"], r["created_at"],
+                None if r.get("clock_synced") is None else int(r["clock_synced"]),
+                json.dumps(r["body"], ensure_ascii=False), r["prev"], digest, r["sig"],
+                int(bool(r.get("resent"))), via, now,
+            ),
+        )  # fmt: skip
+        admit(cur, r, first_at_seq=held[0] == 0, clock_tolerance_s=self.clock_tolerance_s)
+        if held[0]:
+            log.warning(
+                "equivocation gateway=%s seq=%d id=%s: a second, validly signed record",
+                r["gateway"], r["seq"], rid,
+            )  # fmt: skip
+        return RecordResult(rid, "accepted")
+
+    def reject_message(self, gateway: str | None, reason: str, payload: bytes, via: str) -> None:
+        """Keep aside a whole message that is not a record batch, with the reason."""
+        text = payload[:MAX_KEPT_CHARS].decode("utf-8", "replace")
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            self._reject(
+                cur,
+                {"gateway": gateway, "message": text},
+                "schema",
+                reason,
+                via=via,
+                now=time.time(),
+            )
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def _seen(self, cur: sqlite3.Cursor, gateway: str, now: float, *, duplicate: bool) -> None:
+        cur.execute(
+            "INSERT INTO gateways (gateway, last_seen, duplicates) VALUES (?, ?, ?)"
+            " ON CONFLICT (gateway) DO UPDATE SET last_seen = excluded.last_seen,"
+            " duplicates = duplicates + excluded.duplicates",
+            (gateway, now, int(duplicate)),
+        )
+
+    def _reject(
+        self, cur: sqlite3.Cursor, r: Any, kind: str, reason: str, *, via: str, now: float
+    ) -> RecordResult:
+        fields = r if isinstance(r, Mapping) else {}
+        gateway = fields.get("gateway") if isinstance(fields.get("gateway"), str) else None
+        seq = fields.get("seq") if isinstance(fields.get("seq"), int) else None
+        rid = fields.get("id") if isinstance(fields.get("id"), str) else None
+        try:
+            kept = json.dumps(r, ensure_ascii=False, default=str)[:MAX_KEPT_CHARS]
+        except ValueError:  # NaN or a circular value: keep its repr, the reason says why
+            kept = repr(r)[:MAX_KEPT_CHARS]
+        if seq is not None and not -(2**63) <= seq < 2**63:
+            seq = None
+        cur.execute(
+            "INSERT INTO rejected (gateway, seq, id, kind, reason, record, via, received_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (gateway, seq, rid, kind, reason, kept, via, now),
+        )
+        if kind != "schema" and gateway is not None and len(gateway) <= 128:
+            self._seen(cur, gateway, now, duplicate=False)
+        log.warning(
+            "record rejected gateway=%s seq=%s id=%s via=%s kind=%s reason=%s",
+            gateway, seq, rid, via, kind, reason,
+        )  # fmt: skip
+        return RecordResult(rid, "rejected", f"{kind}: {reason}")
+
+    # -- queries ------------------------------------------------------------------------
 
     def records(
         self,
@@ -124,18 +278,16 @@ class ReceiverDB:
         after: int = 0,
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
-        """Records in arrival order, filtered."""
+        """Admitted records in arrival order, filtered (rejected ones: :meth:`rejected`)."""
         sql = (
             "SELECT arrival, id, gateway, seq, data_class, created_at, clock_synced, body, prev,"
             " hash, sig, resent, received_at FROM records WHERE arrival > ?"
         )
         params: list[Any] = [after]
-        if gateway:
-            sql += " AND gateway = ?"
-            params.append(gateway)
-        if data_class:
-            sql += " AND data_class = ?"
-            params.append(data_class)
+        for column, value in (("gateway", gateway), ("data_class", data_class)):
+            if value:
+                sql += f" AND {column} = ?"
+                params.append(value)
         if body_type:
             sql += " AND json_extract(body, '$.type') = ?"
             params.append(body_type)
@@ -160,55 +312,68 @@ class ReceiverDB:
             for row in self.conn.execute(sql, params)
         ]
 
-    def gateways(self) -> list[dict[str, Any]]:
-        """Per-gateway last seen, counts and key source."""
-        out = []
-        for gateway, last_seen, dups, key in self.conn.execute(
-            "SELECT gateway, last_seen, duplicates, public_key FROM gateways ORDER BY gateway"
-        ):
-            (count,) = self.conn.execute(
-                "SELECT count(*) FROM records WHERE gateway = ?", (gateway,)
-            ).fetchone()
-            out.append(
-                {
-                    "gateway": gateway,
-                    "last_seen": last_seen,
-                    "records": count,
-                    "duplicates": dups,
-                    "key_source": "configured"
-                    if gateway in self.trust
-                    else ("tofu" if key else None),
-                }
-            )
-        return out
+    def rejected(
+        self, *, gateway: str | None = None, after: int = 0, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Rejected records with their reason, in arrival order."""
+        sql = (
+            "SELECT n, gateway, seq, id, kind, reason, record, via, received_at FROM rejected"
+            " WHERE n > ?"
+        )
+        params: list[Any] = [after]
+        if gateway:
+            sql += " AND gateway = ?"
+            params.append(gateway)
+        sql += " ORDER BY n LIMIT ?"
+        params.append(limit)
+        keys = ("n", "gateway", "seq", "id", "kind", "reason", "record", "via", "received_at")
+        return [dict(zip(keys, row, strict=True)) for row in self.conn.execute(sql, params)]
 
-    def verify(self, gateway: str) -> ChainReport:
-        """Verify a gateway's chain with its configured key, else the key it announced."""
-        row = self.conn.execute(
-            "SELECT public_key FROM gateways WHERE gateway = ?", (gateway,)
-        ).fetchone()
-        key_hex = self.trust.get(gateway) or (row[0] if row else None)
-        key = public_key_from_hex(key_hex) if key_hex else None
-        records = [
+    def gateways(self) -> list[dict[str, Any]]:
+        """Per gateway: last seen, record, duplicate and rejected counts, key registered."""
+        rows = self.conn.execute(
+            "SELECT g.gateway, g.last_seen, g.duplicates, coalesce(c.records, 0),"
+            " k.public_key IS NOT NULL FROM gateways g"
+            " LEFT JOIN chain_state c ON c.gateway = g.gateway"
+            " LEFT JOIN keys k ON k.gateway = g.gateway ORDER BY g.gateway"
+        ).fetchall()
+        return [
             {
                 "gateway": gateway,
-                "seq": r[0],
-                "id": r[1],
-                "class": r[2],
-                "created_at": r[3],
-                "clock_synced": None if r[4] is None else bool(r[4]),
-                "body": json.loads(r[5]),
-                "prev": r[6],
-                "hash": r[7],
-                "sig": r[8],
+                "last_seen": last_seen,
+                "records": records,
+                "duplicates": dups,
+                "rejected": sum(self._rejected_counts(gateway).values()),
+                "key_source": "registered" if registered else None,
             }
-            for r in self.conn.execute(
-                "SELECT seq, id, data_class, created_at, clock_synced, body, prev, hash, sig"
-                " FROM records WHERE gateway = ? ORDER BY seq",
-                (gateway,),
+            for gateway, last_seen, dups, records, registered in rows
+        ]
+
+    def _rejected_counts(self, gateway: str) -> dict[str, int]:
+        return {
+            str(kind): int(n)
+            for kind, n in self.conn.execute(
+                "SELECT kind, count(*) FROM rejected WHERE gateway = ? GROUP BY kind", (gateway,)
+            )
+        }
+
+    def verify(self, gateway: str) -> ChainVerdict:
+        """The verdict on ``gateway``'s chain, from the incrementally kept state."""
+        return verdict(
+            self.conn,
+            gateway,
+            registered=self.key_of(gateway) is not None,
+            rejected=self._rejected_counts(gateway),
+        )
+
+    def gateway_names(self) -> list[str]:
+        """Every gateway that sent something or has a key."""
+        return [
+            str(g)
+            for (g,) in self.conn.execute(
+                "SELECT gateway FROM gateways UNION SELECT gateway FROM keys ORDER BY 1"
             )
         ]
-        return verify_chain(records, key)
 
     def idempotent_response(self, key: str) -> str | None:
         """The stored response of an already processed batch."""
@@ -224,12 +389,3 @@ class ReceiverDB:
     def close(self) -> None:
         """Close the database."""
         self.conn.close()
-
-
-def parse_batch(payload: bytes) -> list[dict[str, Any]]:
-    """Records of an uplink message/body (``{"gateway", "records": [...]}``)."""
-    data = json.loads(payload)
-    records = data.get("records") if isinstance(data, dict) else None
-    if not isinstance(records, list):
-        raise ValueError("payload has no records list")
-    return [r for r in records if isinstance(r, dict)]

@@ -43,6 +43,7 @@ def cloud_config(port: int, **outbox: Any) -> CloudConfig:
                     "port": port,
                     "ack_timeout_s": 3,
                     "batch_records": 200,
+                    "tls": {"enabled": False},  # the test broker is plain loopback
                 }
             ],
             "backoff": {"initial_s": 0.1, "max_s": 0.5},
@@ -75,9 +76,31 @@ def info(n: int) -> Event:
     )
 
 
+TOKEN = "test-api-token"
+"""Bearer token of the receivers the tests start."""
+
+TEST_GATEWAYS = ("gw-1", "gw-h", "gw-kill")
+"""Gateway ids the tests use; each signs with the key next to ``tmp_path / "gw.db"``."""
+
+
+def gateway_key_hex(tmp_path: Path) -> str:
+    """The public key of the test gateway whose database is ``tmp_path / "gw.db"``."""
+    from cloud_sync.chain import public_key_hex
+    from cloud_sync.identity import load_or_create_key
+
+    key = load_or_create_key(tmp_path / "gateway.key")
+    return public_key_hex(key.public_key())
+
+
 @contextlib.asynccontextmanager
 async def running_receiver(tmp_path: Path, **kw: Any) -> AsyncIterator[Receiver]:
-    """The reference receiver, running in this event loop."""
+    """The reference receiver, running in this event loop.
+
+    Unless told otherwise it knows the test gateways' key (registered, as at commissioning)
+    and answers its API to :data:`TOKEN`.
+    """
+    kw.setdefault("trust", dict.fromkeys(TEST_GATEWAYS, gateway_key_hex(tmp_path)))
+    kw.setdefault("token", TOKEN)
     receiver = Receiver(ReceiverConfig(db=tmp_path / "cloud.db", **kw))
     stop = asyncio.Event()
     task = asyncio.create_task(receiver.run(stop))
@@ -91,7 +114,10 @@ async def running_receiver(tmp_path: Path, **kw: Any) -> AsyncIterator[Receiver]
 
 def api(port: int, path: str) -> Any:
     """GET a receiver API path (plain HTTP)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
 
