@@ -19,8 +19,10 @@ from typing import Any
 import aiosqlite
 
 from cloud_sync.chain import public_key_hex
+from cloud_sync.command_ids import consume
 from cloud_sync.commands import CommandProcessor, ConfigChanges, SensorModes
 from cloud_sync.config import CloudConfig, Hj212UplinkConfig, HttpsUplinkConfig, MqttUplinkConfig
+from cloud_sync.envelope import SignedCommand, trusted_keys
 from cloud_sync.errors import UplinkError
 from cloud_sync.identity import load_or_create_key
 from cloud_sync.outbox import Outbox, OutRecord, classes_of
@@ -72,6 +74,8 @@ class CloudSync:
         modes: SensorModes | None = None,
         configs: ConfigChanges | None = None,
         hj212_codes: Mapping[str, str] | None = None,
+        hj212_sensors: Mapping[str, Any] | None = None,
+        status_fields: Mapping[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.outbox = outbox
@@ -85,8 +89,15 @@ class CloudSync:
         self._modes = modes
         self._configs = configs
         self._hj212_codes = dict(hj212_codes or {})
-        # Set once any uplink has connected: proof that a new config still reaches the cloud.
+        # sensor id -> cloud_sync.hj212_frames.Hj212Sensor (kind, profile, codes: ST and codes)
+        self._hj212_sensors = dict(hj212_sensors or {})
+        # Carried by every status record, e.g. the running config's and model's digests.
+        self._status_fields = dict(status_fields or {})
+        # Set once any uplink has connected (a TCP connect or a CONNACK: no proof of a cloud).
         self.connected = asyncio.Event()
+        # Set once the far end of any uplink acknowledged a real record (PUBACK, HTTP 2xx,
+        # 9014): the proof that a new config still reaches the cloud.
+        self.acknowledged = asyncio.Event()
 
     def build_transports(self) -> list[Transport]:
         """One transport per configured uplink."""
@@ -99,6 +110,11 @@ class CloudSync:
                     CommandProcessor(
                         self.append_audit,
                         self.append_status,
+                        gateway_id=self.gateway_id,
+                        keys=trusted_keys(
+                            (k.name, k.public_key) for k in self.cloud.regulator_keys
+                        ),
+                        consume=self.consume_command,
                         modes=self._modes,
                         configs=self._configs,
                     )
@@ -111,6 +127,11 @@ class CloudSync:
                     on_command=None if processor is None else processor.submit,
                 )
                 if processor is not None:
+                    if not self.cloud.regulator_keys:
+                        log.info(
+                            "commands refused: no cloud.regulator_keys configured uplink=%s",
+                            uplink.name,
+                        )
                     processor.reply = mqtt.reply
                     self.commands = processor
                 transports.append(mqtt)
@@ -121,8 +142,9 @@ class CloudSync:
             elif isinstance(uplink, Hj212UplinkConfig):
                 from cloud_sync.hj212_uplink import Hj212Uplink
 
-                hj = Hj212Uplink(uplink, self.gateway_id)
+                hj = Hj212Uplink(uplink, self.gateway_id, on_audit=self.append_audit)
                 hj.default_codes(self._hj212_codes)
+                hj.default_sensors(self._hj212_sensors)
                 transports.append(hj)
         return transports
 
@@ -158,6 +180,7 @@ class CloudSync:
                 "public_key": None
                 if outbox.key is None
                 else public_key_hex(outbox.key.public_key()),
+                **self._status_fields,
                 **(extra or {}),
             }
             await outbox.put_bodies(db, [("status", body)], time.time(), clock_synchronised())
@@ -172,6 +195,10 @@ class CloudSync:
             await outbox.put_bodies(db, [("event", body)], time.time(), clock_synchronised())
 
         await self.store.run(op)
+
+    async def consume_command(self, command: SignedCommand) -> None:
+        """Mark a verified command's id as used (committed); raise CommandRefusedError on replay."""
+        await self.store.run(lambda db: consume(db, command))
 
     async def _done_and_pop(self, uplink: str, acked: list[int], limit: int) -> list[OutRecord]:
         outbox = self.outbox
@@ -195,6 +222,7 @@ class CloudSync:
                 if acked:
                     await self._done_and_pop(name, acked, 0)
                 return
+            far_acks = transport.far_acks
             try:
                 if not transport.connected:
                     await transport.connect()
@@ -207,7 +235,11 @@ class CloudSync:
                 acked = await transport.send(records)
                 self.delivered[name] = self.delivered.get(name, 0) + len(acked)
                 failures = 0
+                if transport.far_acks > far_acks:
+                    self.acknowledged.set()
             except UplinkError as exc:
+                if transport.far_acks > far_acks:
+                    self.acknowledged.set()
                 acked = exc.acked
                 delay = backoff_delay(failures, backoff.initial_s, backoff.max_s, self._rng)
                 failures += 1

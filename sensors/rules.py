@@ -28,7 +28,9 @@ from edge.aggregate import level_from_energy
 from edge.events import Severity
 
 __all__ = [
+    "EVIDENCE_FLAGS",
     "NORMAL_FLAG",
+    "OVER_RANGE_FLAG",
     "Action",
     "Aggregate",
     "Level",
@@ -48,7 +50,17 @@ __all__ = [
 ]
 
 NORMAL_FLAG = "N"
-"""HJ 212-2017 Table 8 data flag for a normal reading; only these count as evidence."""
+"""HJ 212-2017 Table 8 data flag for a normal reading."""
+
+OVER_RANGE_FLAG = "T"
+"""HJ 212-2017 Table 8 flag "above the measuring upper limit": a saturated instrument.
+
+Its value is a lower bound of the true value, so it is evidence that an upper limit is
+exceeded (the worst case must be able to raise an exceedance), never that a lower one is.
+"""
+
+EVIDENCE_FLAGS = frozenset({NORMAL_FLAG, OVER_RANGE_FLAG})
+"""Flags whose readings are judged. Every other flag (F, M, S, D, C, B) is never judged."""
 
 
 class Aggregate(enum.StrEnum):
@@ -277,17 +289,26 @@ def _merge_flags(
     return tuple(sorted(counts.items()))
 
 
+def _saturated_low(limit: Limit, window: WindowValue) -> bool:
+    """A window with ``T`` readings whose value is at or below a lower limit's edge."""
+    if limit.lower is None or window.value is None:
+        return False
+    edge = limit.clear_lower if limit.clear_lower is not None else limit.lower
+    return window.value < edge and any(flag == OVER_RANGE_FLAG for flag, _n in window.flags)
+
+
 def step(
     limit: Limit, timing: Timing, state: RuleState, window: WindowValue
 ) -> tuple[RuleState, Action]:
     """Advance one rule by one closed window and say what to emit.
 
     A window without valid readings (all flagged, or none) changes nothing but the flag
-    counts: flagged data never opens, extends or closes an exceedance.
+    counts: flagged data never opens, extends or closes an exceedance. Over-range (``T``)
+    readings are a lower bound: they prove an upper limit broken, never a lower one.
     """
     active = state.phase in (Phase.ACTIVE, Phase.CLEARING)
     flags = _merge_flags(state.flags, window.flags) if active else state.flags
-    if window.value is None:
+    if window.value is None or _saturated_low(limit, window):
         return (replace(state, flags=flags) if flags is not state.flags else state), Action.NONE
     value = window.value
     level = classify(limit, value)

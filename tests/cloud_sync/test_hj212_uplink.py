@@ -1,17 +1,18 @@
-"""HTTPS uplink to the reference receiver (TLS, self-signed) and HJ 212 uplink to a fake platform."""
+"""The HJ 212 uplink against platforms that speak the standard: 9014, resends, splitting,
+field-by-field frames, platform requests and the 2031 day frame."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import re
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from hj212_fakes import BEIJING, MN_NOISE, MN_WATER, PLATFORM_PW, StandardPlatform
 
 from cloud_sync.config import CloudConfig
 from cloud_sync.hj212_uplink import build_packets
@@ -20,82 +21,9 @@ from edge.batch import Batch
 from edge.hj212 import build_data_segment, build_frame, parse_frame
 from edge.store import Store
 
-from .conftest import alarm, running_receiver, wait_for
+from .conftest import wait_for
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
-def test_https_uplink_with_tls_and_idempotency(tmp_path: Path) -> None:
-    asyncio.run(_https(tmp_path))
-
-
-async def _https(tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path)
-    async with running_receiver(tmp_path, tls_cert=cert, tls_key=key) as receiver:
-        cloud = CloudConfig.model_validate(
-            {
-                "uplinks": [
-                    {
-                        "type": "https",
-                        "name": "web",
-                        "url": f"https://127.0.0.1:{receiver.http_port}/v1/records",
-                        "tls": {"enabled": True, "ca_file": str(cert)},
-                    }
-                ],
-                "outbox": {"status_interval_s": 3600},
-            }
-        )
-        db = tmp_path / "gw.db"
-        outbox = make_outbox("gw-h", cloud, db)
-        async with await Store.open(db, hook=outbox) as store:
-            stop = asyncio.Event()
-            task = asyncio.create_task(CloudSync(store, outbox, cloud).run(stop))
-            for n in range(20):
-                await store.emit(alarm(n))
-            await wait_for(lambda: len(receiver.db.records(data_class="alarm")) == 20)
-            stop.set()
-            await task
-        assert receiver.db.verify("gw-h").ok
-        # Replaying a batch with the same idempotency key is answered from memory.
-        from cloud_sync.https_uplink import HttpsUplink
-
-        uplink = HttpsUplink(cloud.uplinks[0], "gw-h")  # type: ignore[arg-type]
-        status, _body = await asyncio.to_thread(uplink._post, b'{"records": []}', "k1")
-        status2, body2 = await asyncio.to_thread(uplink._post, b'{"records": []}', "k1")
-        assert (status, status2) == (200, 200)
-        assert b"replayed" in body2
 
 
 class FakePlatform:
@@ -131,7 +59,10 @@ class FakePlatform:
             writer.close()
 
 
-def test_hj212_uplink_minute_data_with_9014_and_resend(tmp_path: Path) -> None:
+def test_hj212_uplink_minute_data_with_9014_and_resend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OFFSITE_TEST_HJ212_PW", "123456")
     asyncio.run(_hj212(tmp_path))
 
 
@@ -150,6 +81,8 @@ async def _hj212(tmp_path: Path) -> None:
                     "mn": "010000A8900016F000169DC0",
                     "codes": {"LA": "LA", "pm25": "a34004"},
                     "ack_timeout_s": 0.5,
+                    "pw_env": "OFFSITE_TEST_HJ212_PW",
+                    "tls": {"enabled": False},  # the fake platform is plain loopback TCP
                 }
             ],
             "outbox": {"status_interval_s": 3600, "minute_close_s": 0},
@@ -214,3 +147,203 @@ def test_long_data_is_split_with_pnum_pno() -> None:
     assert {f.header["PNUM"] for f in frames} == {str(len(frames))}
     got = {k for f in frames for k in f.cp if k != "DataTime"}
     assert got == {k for k, _ in items}
+
+
+def test_hj212_frames_field_by_field_and_platform_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OFFSITE_TEST_HJ212_PW", PLATFORM_PW)
+    asyncio.run(_standard(tmp_path))
+
+
+async def _standard(tmp_path: Path) -> None:
+    from cloud_sync.hj212_frames import Hj212Sensor
+    from edge.aggregate import energy, level_from_energy
+
+    platform = StandardPlatform()
+    server = await asyncio.start_server(platform.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cloud = CloudConfig.model_validate(
+        {
+            "uplinks": [
+                {
+                    "type": "hj212",
+                    "name": "prov",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "mn": MN_WATER,
+                    "sensor_mn": {"noise-1": MN_NOISE},
+                    "pw_env": "OFFSITE_TEST_HJ212_PW",
+                    "tls": {"enabled": False},
+                    "ack_timeout_s": 2,
+                    "hourly": False,
+                }
+            ],
+            "outbox": {"status_interval_s": 3600, "minute_close_s": 0},
+        }
+    )
+    sensors = {
+        "water-1": Hj212Sensor(kind="water", profile="gb3838-2002", codes={"pH": "w01001"}),
+        "noise-1": Hj212Sensor(kind="noise", profile="gb3096-2008"),
+    }
+    db = tmp_path / "gw.db"
+    minute = int(time.time() // 60) * 60 - 120
+    outbox = make_outbox("gw-j", cloud, db)
+    async with await Store.open(db, hook=outbox) as store:
+        stop = asyncio.Event()
+        sync = CloudSync(store, outbox, cloud, hj212_sensors=sensors)
+        task = asyncio.create_task(sync.run(stop))
+        await store.commit(
+            Batch(
+                aggregates={
+                    # 50 normal pH readings and 10 in maintenance, in one minute
+                    ("water-1", "pH", "N", minute): [50, 7.0, 7.4, 50 * 7.2, 0.0],
+                    ("water-1", "pH", "M", minute): [10, 6.0, 6.5, 62.0, 0.0],
+                    # two normal sound levels and one saturated (T) reading
+                    ("noise-1", "LA", "N", minute): [2, 50.0, 60.0, 110.0, energy(50) + energy(60)],
+                    ("noise-1", "LA", "T", minute): [1, 130.0, 130.0, 130.0, energy(130)],
+                },
+                messages=1,
+            )
+        )
+
+        def minutes(mn: str) -> list:
+            return [f for f in platform.frames if f.cn == "2051" and f.mn == mn]
+
+        await wait_for(lambda: bool(minutes(MN_WATER)) and bool(minutes(MN_NOISE)))
+        await wait_for(lambda: sum(len(r) for r in platform.replies.values()) >= 7)
+        stop.set()
+        await task
+    server.close()
+    await server.wait_closed()
+
+    local_minute = dt.datetime.fromtimestamp(minute, BEIJING).strftime("%Y%m%d%H%M%S")
+    # Every frame the gateway originated has its own QN, local time with milliseconds.
+    qns = [f.header["QN"] for f in platform.frames]
+    assert len(qns) == len(set(qns))
+    for qn in qns:
+        assert re.fullmatch(r"\d{17}", qn)
+        sent = dt.datetime.strptime(qn[:14], "%Y%m%d%H%M%S").replace(tzinfo=BEIJING)
+        assert abs(sent.timestamp() - time.time()) < 3600  # UTC would be 8 h off
+
+    (water,) = minutes(MN_WATER)
+    assert water.header | {"QN": ""} == {
+        "QN": "",
+        "ST": "21",  # surface-water quality, not 22
+        "CN": "2051",
+        "PW": PLATFORM_PW,
+        "MN": MN_WATER,
+        "Flag": "5",
+    }
+    assert water.cp == {
+        "DataTime": local_minute,
+        "w01001-Min": "7.00",  # pH is N2.2
+        "w01001-Avg": "7.20",  # the N readings' mean
+        "w01001-Max": "7.40",
+        "w01001-Flag": "N",
+        "w01001-EFlag": "M",  # the maintenance readings are reported, not lost
+    }
+    realtime = [f for f in platform.frames if f.cn == "2011"]
+    assert [f.mn for f in realtime] == [MN_WATER]  # no LA-Rtd from a minute Leq
+    assert realtime[0].header["Flag"] == "4"
+    assert realtime[0].cp["w01001-Rtd"] == "7.20"
+
+    (noise,) = minutes(MN_NOISE)
+    assert noise.header["ST"] == "23"  # acoustic environment
+    full = level_from_energy(energy(50) + energy(60) + energy(130), 3)
+    assert noise.cp == {
+        "DataTime": local_minute,
+        "Leq-Data": f"{full:.1f}",
+        "Leq-Flag": "T",  # a saturated reading: the values are lower bounds
+        "Leq-EFlag": "N",
+        "LMx-Data": "130.0",
+        "LMx-Flag": "T",
+        "LMx-EFlag": "N",
+        "LMn-Data": "50.0",
+        "LMn-Flag": "T",
+        "LMn-EFlag": "N",
+    }
+
+    read, set_time, set_again = (platform.replies[qn] for qn in sorted(platform.requests))
+    assert [f.cp for f in set_again] == [f.cp for f in set_time]  # every request answered
+    assert [(f.header["ST"], f.cn, f.cp) for f in read if f.cn != "1011"] == [
+        ("91", "9011", {"QnRtn": "1"}),
+        ("91", "9012", {"ExeRtn": "1"}),
+    ]
+    (upload,) = [f for f in read if f.cn == "1011"]
+    gateway_time = dt.datetime.strptime(upload.cp["SystemTime"], "%Y%m%d%H%M%S")
+    assert abs(gateway_time.replace(tzinfo=BEIJING).timestamp() - time.time()) < 3600
+    # An hour off: recorded, not applied, and answered "condition not met".
+    assert [(f.cn, f.cp) for f in set_time] == [("9011", {"QnRtn": "1"}), ("9012", {"ExeRtn": "3"})]
+    conn = sqlite3.connect(db)
+    bodies = [json.loads(b) for (b,) in conn.execute("SELECT body FROM outbox")]
+    conn.close()
+    audits = [b for b in bodies if b.get("type") == "command"]
+    # Audits are bounded: the second 1012 within audit_every_s only adds to a count.
+    assert [a["command"]["cn"] for a in audits] == ["1012"]
+    assert audits[0]["result"]["clock_set"] is False
+    assert audits[0]["result"]["exe_rtn"] == "3"
+    assert audits[0]["uplink"] == "prov"
+
+
+def test_hj212_day_frame_2031_after_a_full_local_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OFFSITE_TEST_HJ212_PW", PLATFORM_PW)
+    asyncio.run(_daily(tmp_path))
+
+
+async def _daily(tmp_path: Path) -> None:
+    from cloud_sync.hj212_frames import Hj212Sensor
+    from edge.aggregate import energy
+
+    platform = StandardPlatform()
+    server = await asyncio.start_server(platform.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cloud = CloudConfig.model_validate(
+        {
+            "uplinks": [
+                {
+                    "type": "hj212",
+                    "name": "prov",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "mn": MN_NOISE,
+                    "pw_env": "OFFSITE_TEST_HJ212_PW",
+                    "tls": {"enabled": False},
+                    "ack_timeout_s": 2,
+                    "realtime": False,
+                }
+            ],
+            "outbox": {"status_interval_s": 3600, "minute_close_s": 0},
+        }
+    )
+    today = dt.datetime.now(BEIJING).replace(hour=0, minute=0, second=0, microsecond=0)
+    yesterday = int((today - dt.timedelta(days=1)).timestamp())
+    aggregates = {}
+    for h in range(24):
+        level = 62.0 if 6 <= h < 22 else 47.0
+        aggregates[("noise-1", "LA", "N", yesterday + h * 3600)] = [
+            2, level, level, 2 * level, 2 * energy(level)
+        ]  # fmt: skip
+    db = tmp_path / "gw.db"
+    outbox = make_outbox("gw-j", cloud, db)
+    async with await Store.open(db, hook=outbox) as store:
+        stop = asyncio.Event()
+        sensors = {"noise-1": Hj212Sensor(kind="noise", profile="gb12348-2008")}
+        task = asyncio.create_task(CloudSync(store, outbox, cloud, hj212_sensors=sensors).run(stop))
+        await store.commit(Batch(aggregates=aggregates, messages=1))
+        await wait_for(lambda: any(f.cn == "2031" for f in platform.frames))
+        stop.set()
+        await task
+    server.close()
+    await server.wait_closed()
+    assert len([f for f in platform.frames if f.cn == "2061"]) == 24
+    (day,) = [f for f in platform.frames if f.cn == "2031"]
+    assert day.header["ST"] == "23"
+    assert day.header["Flag"] == "5"
+    assert day.cp["DataTime"] == (today - dt.timedelta(days=1)).strftime("%Y%m%d%H%M%S")
+    assert day.cp["Ld-DayData"] == "62.0"
+    assert day.cp["Ln-NightData"] == "47.0"
+    assert day.cp["Ld-Flag"] == day.cp["Ln-Flag"] == day.cp["Ldn-Flag"] == "N"
+    assert {"Leq-Data", "LMx-Data", "LMn-Data", "Ldn-Data"} <= set(day.cp)

@@ -1,0 +1,81 @@
+"""A provincial platform written to HJ 212-2017's text, for uplink tests."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from edge.aggregate import leq
+from edge.hj212 import build_data_segment, build_frame, parse_frame
+
+MN_WATER = "010000A8900016F000169DC0"
+MN_NOISE = "010000A8900016F000169DC1"
+PLATFORM_PW = "654321"
+
+
+class StandardPlatform:
+    """A platform written to HJ 212-2017's text (§6.3-§6.6, Appendix C).
+
+    Answers every frame whose Flag has A=1 with ``ST=91;CN=9014;Flag=4`` and the frame's
+    QN; after the first 2051 it sends two requests of its own on the same connection,
+    1011 (read time) and 1012 (set time, an hour ahead), and records what comes back.
+    """
+
+    def __init__(self) -> None:
+        self.frames: list = []  # data frames from the gateway
+        self.replies: dict[str, list] = {}  # request QN -> frames answering it
+        self.requests: dict[str, str] = {}  # request QN -> CN
+
+    def _request(self, qn: str, cn: str, cp: dict[str, str]) -> bytes:
+        self.requests[qn] = cn
+        head = {"QN": qn, "ST": "21", "CN": cn, "PW": PLATFORM_PW, "MN": MN_WATER, "Flag": "5"}
+        return build_frame(build_data_segment(head, cp))
+
+    async def handle(self, reader, writer) -> None:
+        try:
+            while True:
+                frame = parse_frame(await reader.readuntil(b"\r\n"))
+                qn = frame.header["QN"]
+                if qn in self.requests:
+                    self.replies.setdefault(qn, []).append(frame)
+                    continue
+                self.frames.append(frame)
+                if int(frame.header["Flag"]) & 1:
+                    head = {
+                        "QN": qn,
+                        "ST": "91",
+                        "CN": "9014",
+                        "PW": frame.header["PW"],
+                        "MN": frame.mn,
+                        "Flag": "4",
+                    }
+                    writer.write(build_frame(build_data_segment(head, {})))
+                if frame.cn == "2051" and not self.requests:
+                    ahead = dt.datetime.now(BEIJING) + dt.timedelta(hours=1)
+                    writer.write(self._request("20240101000000001", "1011", {}))
+                    for qn in ("20240101000000002", "20240101000000003"):
+                        cp = {"SystemTime": ahead.strftime("%Y%m%d%H%M%S")}
+                        writer.write(self._request(qn, "1012", cp))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+BEIJING = dt.timezone(dt.timedelta(hours=8))
+
+
+def minute_item(quantity, flag, values, sound=False):
+    """A minute body item as cloud_sync.minutes.item_of makes it."""
+    out = {
+        "quantity": quantity,
+        "flag": flag,
+        "count": len(values),
+        "min": min(values),
+        "max": max(values),
+        "avg": sum(values) / len(values),
+    }
+    if sound:
+        out["leq"] = leq(values)
+    return out
