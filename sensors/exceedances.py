@@ -19,9 +19,11 @@ from edge.events import Event
 from edge.ids import new_id
 from sensors.adoption import exceedance_key, matching_limit, resumed_rule
 from sensors.config import StandardRef
+from sensors.fume import FumeSpec, efficiency_window, normalised_window
 from sensors.health import EVENT_STATUS
 from sensors.rules import (
     Action,
+    Aggregate,
     Limit,
     Phase,
     RuleState,
@@ -35,7 +37,10 @@ from sensors.rules import (
 )
 from sensors.window import Metric, SealedWindow
 
-__all__ = ["ExceedanceTracker"]
+__all__ = ["ADVISORY_KIND", "ExceedanceTracker"]
+
+ADVISORY_KIND = "advisory"
+"""Event kind of a breached guidance row (``advisory`` in the profile): never an exceedance."""
 
 _EMPTY = WindowStats()
 
@@ -53,8 +58,14 @@ class ExceedanceTracker:
         window_s: float,
         limits: Mapping[str, Sequence[Limit]] | None,
         metrics: Mapping[str, Metric],
+        fume: Mapping[str, FumeSpec] | None = None,
+        advisory: Mapping[str, str] | None = None,
     ) -> None:
         self._sensor_id = sensor_id
+        # airflow-aware fume quantities (sensors.fume) and guidance-only quantities -> label
+        self._fume = dict(fume or {})
+        self._advisory = dict(advisory or {})
+        self._extra: dict[tuple[str, str], dict[str, Any]] = {}
         self._limits = {p: tuple(ls) for p, ls in (limits or {}).items()}
         self._metrics = metrics
         self._timing = Timing(
@@ -95,14 +106,23 @@ class ExceedanceTracker:
             metric = self._metrics[limit.quantity]
             stats = window.stats.get(metric.reading, _EMPTY)
             inlet = window.stats.get(metric.inlet, _EMPTY) if metric.inlet else None
+            key = (limit.quantity, limit.severity.value)
+            spec = self._fume.get(limit.quantity)
+            if spec is None:
+                value = window_value(metric.aggregate, stats, inlet)
+            elif metric.aggregate is Aggregate.EFFICIENCY and metric.inlet is not None:
+                value, self._extra[key] = efficiency_window(
+                    spec, window.stats, metric.reading, metric.inlet
+                )
+            else:
+                value, self._extra[key] = normalised_window(spec, window.stats, metric.reading)
             wv = WindowValue(
                 start=window.start,
                 end=window.end,
-                value=window_value(metric.aggregate, stats, inlet),
+                value=value,
                 n=stats.n,
                 flags=stats.flags,
             )
-            key = (limit.quantity, limit.severity.value)
             applicable.add(key)
             self._advance(key, limit, self._rules.get(key, RuleState()), wv, events)
         # A rule that only exists in one period (night-time Lmax) ends with its period.
@@ -144,9 +164,18 @@ class ExceedanceTracker:
         detail = exceedance_detail(limit, state, wv, self._context)
         if wv.value is None and action is Action.CLOSE:
             detail["closed_because"] = "limit not applicable in this period"
+        elif key in self._extra:
+            detail.update(self._extra[key])  # how the window's value was computed
+        # a local override on the quantity is a real limit, not the guidance row
+        advisory = self._advisory.get(limit.quantity) if limit.override_by is None else None
+        if advisory is not None:
+            detail["advisory"] = advisory
+            # 超标倍数 is a figure for limits; guidance is only fallen short of
+            detail.pop("peak_excess_ratio", None)
+            detail["shortfall"] = detail.pop("peak_excess", None)
         events.append(
             Event(
-                kind="exceedance",
+                kind="exceedance" if advisory is None else ADVISORY_KIND,
                 source=self._sensor_id,
                 severity=limit.severity,
                 status=EVENT_STATUS[action],

@@ -22,17 +22,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from edge.events import Event, EventStatus, Severity
 from edge.ids import new_id
 from sensors.adoption import resumed_mode
 from sensors.config import HealthConfig, StandardRef
-from sensors.exceedances import ExceedanceTracker
+from sensors.exceedances import ADVISORY_KIND, ExceedanceTracker
+from sensors.fume import FumeSpec
 from sensors.health_events import HealthTracker
 from sensors.modes import Mode, ModeState, change_mode
 from sensors.profile_binding import MonitoredQuantity, MonitoredSensor, bind_profile
-from sensors.rules import NORMAL_FLAG, Aggregate, Limit
+from sensors.rules import EVIDENCE_FLAGS, OVER_RANGE_FLAG, Aggregate, Limit
 from sensors.standards import Profile
+from sensors.water_class import Grading
+from sensors.water_class_events import WATER_CLASS_KIND, WaterClassTracker
 from sensors.window import Metric, SealedWindow, WindowAccumulator
 
 __all__ = ["MonitoredQuantity", "MonitoredSensor", "SensorMonitor", "build_monitors"]
@@ -58,6 +62,9 @@ class SensorMonitor:
         health: HealthConfig | None = None,
         energy_readings: Iterable[str] = (),
         quantities: Iterable[str] | None = None,
+        fume: Mapping[str, FumeSpec] | None = None,
+        advisory: Mapping[str, str] | None = None,
+        grading: Grading | None = None,
     ) -> None:
         self.sensor_id = sensor_id
         monitored = {q: Metric(*m) for q, m in (metrics or {}).items()}
@@ -72,6 +79,21 @@ class SensorMonitor:
             window_s=self._window_s,
             limits=limits,
             metrics=monitored,
+            fume=fume,
+            advisory=advisory,
+        )
+        # GB 3838-style grading of each window into a class (sensors.water_class_events)
+        self._water = (
+            WaterClassTracker(
+                sensor_id=sensor_id,
+                grading=grading,
+                metrics=monitored,
+                ref=ref,
+                site=site,
+                location=location,
+            )
+            if grading is not None and ref is not None
+            else None
         )
         self._health_events = HealthTracker(
             sensor_id=sensor_id,
@@ -113,7 +135,8 @@ class SensorMonitor:
         """Fold one stored reading into the current window (O(1), no I/O).
 
         ``value`` is calibrated, ``flag`` its HJ 212 data flag, ``ts`` the device time.
-        Only ``N`` readings count as evidence; others are counted per flag.
+        ``N`` and ``T`` (over range, a lower bound of the truth) readings count as
+        evidence; ``T`` and every other flag are also counted per flag.
         """
         acc = self._accs.get(quantity)
         if acc is None:
@@ -124,7 +147,7 @@ class SensorMonitor:
             self._seal(ts)
         self._seen += 1
         acc.seq += 1
-        if flag == NORMAL_FLAG:
+        if flag in EVIDENCE_FLAGS:
             acc.n += 1
             acc.total += value
             if acc.energy_on:
@@ -135,7 +158,12 @@ class SensorMonitor:
             if value < acc.vmin:  # noqa: PLR1730
                 acc.vmin = value
             acc.last = value
-            if abs(value - acc.run_ref) <= acc.tol:
+            if flag == OVER_RANGE_FLAG:
+                # counted too, so the event shows saturation; a pinned value is not "stuck"
+                acc.flags[flag] = acc.flags.get(flag, 0) + 1
+                acc.run_n = 0
+                acc.run_ref = math.nan
+            elif abs(value - acc.run_ref) <= acc.tol:
                 acc.run_n += 1
                 acc.run_last = ts
             else:
@@ -148,6 +176,9 @@ class SensorMonitor:
             # a flat line during maintenance is expected, so flagged data restarts the run
             acc.run_n = 0
             acc.run_ref = math.nan
+            if self._forced_flag is None:
+                # the device's own flag (not a technician's mode): watched for how long
+                self._health_events.self_flagged(quantity, flag, ts, acc.seq)
 
     def out_of_range(self, quantity: str, value: float, ts: float) -> None:
         """Record a value outside the instrument's physical range (an instrument fault)."""
@@ -186,6 +217,8 @@ class SensorMonitor:
             sealed, self._sealed = self._sealed, []
             for window in sealed:
                 self._exceedances.judge(window, events)
+                if self._water is not None:
+                    self._water.judge(window, events)
         self._health_events.judge(
             now,
             last_seen=self._last_seen_rx,
@@ -240,8 +273,10 @@ class SensorMonitor:
         """
         if event.source != self.sensor_id:
             return False
-        if event.kind == "exceedance":
+        if event.kind in ("exceedance", ADVISORY_KIND):
             return self._exceedances.adopt(event)
+        if event.kind == WATER_CLASS_KIND:
+            return self._water is not None and self._water.adopt(event)
         if event.kind == "maintenance":
             return self._adopt_maintenance(event)
         return self._health_events.adopt(event, self._acc)
@@ -261,7 +296,13 @@ class SensorMonitor:
 
     def open_events(self) -> dict[str, str]:
         """Open exceedance and health event ids by a readable key (for status views)."""
-        return {**self._exceedances.open_events(), **self._health_events.open_events()}
+        water = self._water.open_events() if self._water is not None else {}
+        return {**self._exceedances.open_events(), **water, **self._health_events.open_events()}
+
+    @property
+    def water_class(self) -> dict[str, Any] | None:
+        """The last graded window (class, determining factor, every factor), for status."""
+        return self._water.latest if self._water is not None else None
 
 
 def build_monitors(
@@ -293,5 +334,8 @@ def build_monitors(
             health=health,
             energy_readings=bound.energy_readings,
             quantities=bound.readings,
+            fume=bound.fume,
+            advisory=bound.advisory,
+            grading=bound.grading,
         )
     return monitors

@@ -11,13 +11,15 @@ of import cycles).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from sensors.config import StandardRef
 from sensors.errors import ProfileError
+from sensors.fume import FumeSpec, airflow_factor
 from sensors.rules import Aggregate, Limit
-from sensors.standards import Profile, resolve_limits
+from sensors.standards import Profile, QuantitySpec, numeric_param, resolve_limits
+from sensors.water_class import Grading, grading_for
 
 __all__ = ["MonitoredQuantity", "MonitoredSensor", "ProfileBinding", "bind_profile"]
 
@@ -63,6 +65,34 @@ class ProfileBinding:
     metrics: dict[str, tuple[Aggregate, str, str | None]]  # quantity -> agg, reading, inlet
     energy_readings: frozenset[str]  # readings in dB, averaged as energy (Leq)
     readings: frozenset[str]  # every configured reading name
+    fume: dict[str, FumeSpec] = field(default_factory=dict)  # airflow-aware quantities
+    advisory: dict[str, str] = field(default_factory=dict)  # guidance quantity -> label
+    grading: Grading | None = None  # per-window quality class (GB 3838), if the profile has one
+
+
+def _fume_spec(
+    profile: Profile,
+    spec: QuantitySpec,
+    params: Mapping[str, str],
+    to_reading: Mapping[str, str],
+    units: Mapping[str, str],
+) -> FumeSpec:
+    """Bind a quantity's airflow readings (those the sensor reports) and the stove count."""
+
+    def reading(name: str | None) -> str | None:
+        mapped = to_reading.get(name, name) if name else None
+        return mapped if mapped in units else None
+
+    air, inlet_air = reading(spec.airflow), reading(spec.inlet_airflow)
+    stoves = params.get("stoves") if "stoves" in profile.numeric_parameters else None
+    return FumeSpec(
+        airflow=air,
+        airflow_factor=airflow_factor(units[air]) if air else 1.0,
+        inlet_airflow=inlet_air,
+        inlet_airflow_factor=airflow_factor(units[inlet_air]) if inlet_air else 1.0,
+        base_airflow=spec.base_airflow,
+        stoves=numeric_param(profile, "stoves", stoves) if stoves is not None else None,
+    )
 
 
 def bind_profile(sensor: MonitoredSensor, profiles: Mapping[str, Profile]) -> ProfileBinding:
@@ -79,6 +109,9 @@ def bind_profile(sensor: MonitoredSensor, profiles: Mapping[str, Profile]) -> Pr
     energy = {q.name for q in sensor.quantities if q.unit.lower().startswith("db")}
     limits: dict[str, tuple[Limit, ...]] = {}
     metrics: dict[str, tuple[Aggregate, str, str | None]] = {}
+    fume: dict[str, FumeSpec] = {}
+    grading: Grading | None = None
+    advisory: dict[str, str] = {}
     if ref is not None:
         profile = profiles.get(ref.profile)
         if profile is None:
@@ -93,6 +126,13 @@ def bind_profile(sensor: MonitoredSensor, profiles: Mapping[str, Profile]) -> Pr
                 units[qname] = units_by_reading[reading]
         try:
             limits = resolve_limits(profile, ref, units)
+            reported = {q for q, m in metrics.items() if m[1] in units_by_reading}
+            grading = grading_for(profile, ref, units, reported & set(units))
+            for qname, spec in profile.quantities.items():
+                if spec.aggregate is Aggregate.EFFICIENCY or spec.base_airflow is not None:
+                    fume[qname] = _fume_spec(
+                        profile, spec, ref.params, to_reading, units_by_reading
+                    )
         except ProfileError as exc:
             raise ProfileError(f"sensor {sensor.id}: {exc}") from exc
         # A sensor is judged on the profile quantities it actually reports (a DO/pH
@@ -115,10 +155,14 @@ def bind_profile(sensor: MonitoredSensor, profiles: Mapping[str, Profile]) -> Pr
                 "map them with standard.quantity_map"
             )
         energy |= {m[1] for m in metrics.values() if m[0] is Aggregate.LEQ}
+        advisory = {row.quantity: row.advisory for row in profile.limits if row.advisory}
     return ProfileBinding(
         ref=ref,
         limits=limits,
         metrics=metrics,
         energy_readings=frozenset(energy),
         readings=frozenset(units_by_reading),
+        fume=fume,
+        advisory=advisory,
+        grading=grading,
     )

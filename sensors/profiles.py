@@ -22,8 +22,10 @@ from sensors.rules import Aggregate
 __all__ = [
     "BoundKind",
     "Confidence",
+    "GradingSpec",
     "LimitRow",
     "LimitValue",
+    "NumericParameterSpec",
     "ParameterSpec",
     "PhBand",
     "Profile",
@@ -44,6 +46,42 @@ class ParameterSpec(StrictModel):
     default: str | None = Field(default=None, description="Value when the sensor gives none.")
 
 
+class NumericParameterSpec(StrictModel):
+    """A numeric parameter a sensor may give, e.g. GB 18483's base stove count (基准灶头数).
+
+    It selects no table row (``when``/``by`` take only choice parameters); it feeds a
+    computation such as normalising fume to the base airflow. Absent means not given.
+    """
+
+    description: str = Field(description="What the parameter means, in the standard's terms.")
+    above: float = Field(default=0.0, description="Values must be strictly greater than this.")
+    agrees_with: str | None = Field(
+        default=None, description="Choice parameter the value must agree with (e.g. size)."
+    )
+    bands: dict[str, tuple[float, float | None]] = Field(
+        default_factory=dict,
+        description="Per choice of ``agrees_with``: [from, below) (None: no upper end).",
+    )
+
+
+class GradingSpec(StrictModel):
+    """A profile whose choice parameter is a quality class, graded by the worst factor.
+
+    GB 3838-2002: each window's water class is the worst class over the factors measured
+    (single-factor assessment); a class worse than the sensor's own ``parameter`` value
+    (its target) raises an event.
+    """
+
+    parameter: str = Field(
+        description="Choice parameter whose choices are the classes, best first."
+    )
+    worst: str = Field(description="Name for worse than the last class, e.g. '劣V'.")
+    clause: str = Field(min_length=1, description="Clause the class limits come from.")
+    severity: Literal["warning", "alarm"] = Field(
+        default="alarm", description="Severity of the below-target event."
+    )
+
+
 class QuantitySpec(StrictModel):
     """A quantity the profile limits, and how a window of readings becomes its value."""
 
@@ -59,11 +97,28 @@ class QuantitySpec(StrictModel):
     )
     hj212: str | None = Field(default=None, description="HJ 212-2017 pollutant code, if any.")
     description: str = Field(default="", description="What is measured.")
+    airflow: str | None = Field(
+        default=None,
+        description="Airflow reading (m3/h) at ``input``; for efficiency, the outlet airflow.",
+    )
+    inlet_airflow: str | None = Field(
+        default=None, description="For efficiency by mass: the inlet airflow reading."
+    )
+    base_airflow: float | None = Field(
+        default=None,
+        gt=0,
+        description="m3/h per base stove: judge C*Q/(stoves*base_airflow) (needs ``airflow``).",
+    )
 
     @model_validator(mode="after")
     def _inlet_only_for_efficiency(self) -> QuantitySpec:
-        if (self.aggregate is Aggregate.EFFICIENCY) != (self.inlet is not None):
+        efficiency = self.aggregate is Aggregate.EFFICIENCY
+        if efficiency != (self.inlet is not None):
             raise ValueError("'inlet' is required for, and only for, aggregate 'efficiency'")
+        if (self.inlet_airflow is not None) != (efficiency and self.airflow is not None):
+            raise ValueError("an efficiency takes both 'airflow' and 'inlet_airflow', or neither")
+        if self.base_airflow is not None and (efficiency or self.airflow is None):
+            raise ValueError("'base_airflow' needs 'airflow' and is not for an efficiency")
         return self
 
 
@@ -98,9 +153,16 @@ class LimitRow(StrictModel):
         default="verified", description="How well the number is sourced (see standards.md)."
     )
     note: str = Field(default="", description="Free-text remark.")
+    advisory: str | None = Field(
+        default=None,
+        description="Not a limit but guidance (e.g. equipment selection): this label goes into "
+        "the event, whose kind is 'advisory', never 'exceedance'. Severity must be warning.",
+    )
 
     @model_validator(mode="after")
     def _one_way_to_give_a_value(self) -> LimitRow:
+        if self.advisory is not None and self.severity != "warning":
+            raise ValueError("an advisory row is a warning, never an alarm")
         ways = [
             self.value is not None,
             self.by is not None and self.values is not None,
@@ -133,6 +195,12 @@ class Profile(StrictModel):
     source: str = Field(description="Where the numbers were checked.")
     periods: bool = Field(default=False, description="Limits differ by day/night.")
     parameters: dict[str, ParameterSpec] = Field(default_factory=dict, description="Inputs.")
+    numeric_parameters: dict[str, NumericParameterSpec] = Field(
+        default_factory=dict, description="Optional numeric inputs (e.g. stoves)."
+    )
+    grading: GradingSpec | None = Field(
+        default=None, description="Grade each window into the classes of a choice parameter."
+    )
     ph_bands: tuple[PhBand, ...] = Field(default=(), description="Soil pH bands, if used.")
     quantities: dict[str, QuantitySpec] = Field(description="Limited quantities.")
     limits: tuple[LimitRow, ...] = Field(default=(), description="The standard's table rows.")
@@ -148,6 +216,16 @@ class Profile(StrictModel):
             for key in [*row.when, *([row.by] if row.by else [])]:
                 if key not in known:
                     raise ValueError(f"row on {row.quantity!r} uses unknown parameter {key!r}")
+        if set(self.numeric_parameters) & known:
+            raise ValueError("a parameter is either a choice or numeric, not both")
+        for spec in self.numeric_parameters.values():
+            if spec.agrees_with is None:
+                continue
+            choice = self.parameters.get(spec.agrees_with)
+            if choice is None or not set(spec.bands) <= set(choice.choices):
+                raise ValueError(f"bands must be choices of parameter {spec.agrees_with!r}")
+        if self.grading is not None and self.grading.parameter not in self.parameters:
+            raise ValueError(f"grading by unknown parameter {self.grading.parameter!r}")
         return self
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "ProfileError",
     "QuantitySpec",
     "load_profiles",
+    "numeric_param",
     "ph_band",
     "resolve_limits",
     "unit_factor",
@@ -48,12 +49,44 @@ def ph_band(profile: Profile, ph: float) -> str:
     raise ProfileError(f"pH {ph} is in no band of {profile.name}")
 
 
+def numeric_param(profile: Profile, key: str, value: str) -> float:
+    """Parse and check a numeric parameter (e.g. ``stoves: "4"``); ProfileError if invalid."""
+    above = profile.numeric_parameters[key].above
+    try:
+        number = float(value)
+    except ValueError:
+        raise ProfileError(f"{profile.name}: {key}={value!r} is not a number") from None
+    if not math.isfinite(number) or number <= above:
+        raise ProfileError(f"{profile.name}: {key}={value!r} must be a number above {above:g}")
+    return number
+
+
+def _numeric_agrees(profile: Profile, params: Mapping[str, str]) -> None:
+    """A numeric parameter inside another choice's band must agree with that choice."""
+    for key, spec in profile.numeric_parameters.items():
+        if key not in params or spec.agrees_with is None:
+            continue
+        number = numeric_param(profile, key, params[key])
+        for choice, (lo, hi) in spec.bands.items():
+            if (
+                number >= lo
+                and (hi is None or number < hi)
+                and params.get(spec.agrees_with) != choice
+            ):
+                raise ProfileError(
+                    f"{profile.name}: {key}={params[key]} means {spec.agrees_with}={choice}, "
+                    f"not {params.get(spec.agrees_with)!r}"
+                )
+
+
 def _params(profile: Profile, ref: StandardRef) -> dict[str, str]:
     params: dict[str, str] = {}
     for key, value in ref.params.items():
         if key == "ph_band" and profile.ph_bands:
             if value not in {b.name for b in profile.ph_bands}:
                 raise ProfileError(f"{profile.name}: unknown ph_band {value!r}")
+        elif key in profile.numeric_parameters:
+            numeric_param(profile, key, value)
         elif key not in profile.parameters:
             raise ProfileError(f"{profile.name}: unknown parameter {key!r}")
         elif value not in profile.parameters[key].choices:
@@ -74,6 +107,7 @@ def _params(profile: Profile, ref: StandardRef) -> dict[str, str]:
             raise ProfileError(f"{profile.name}: give soil_ph or params.ph_band")
     elif ref.soil_ph is not None:
         raise ProfileError(f"{profile.name}: soil_ph given but profile has no pH bands")
+    _numeric_agrees(profile, params)
     return params
 
 
