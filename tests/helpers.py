@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,4 +71,15 @@ def alarm_event(
         started_at=1.0,
         detail={"limit": 55},
         **kwargs,
+    )
+
+
+CLI = Path(sys.executable).with_name("offsite-edge")
+"""The installed ``offsite-edge`` console script of the interpreter running the tests."""
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``offsite-edge`` as a real process and collect its output."""
+    return subprocess.run(
+        [str(CLI), *args], capture_output=True, text=True, timeout=60, env=env, check=False
     )

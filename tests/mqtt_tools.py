@@ -7,6 +7,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable
+from contextlib import closing
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -63,7 +64,7 @@ def noise_payload(la: float, ts_ms: int) -> bytes:
 def query(db: Path, sql: str, *args: object) -> list[tuple]:
     if not db.exists():
         return []
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
         try:
             return conn.execute(sql, args).fetchall()
         except sqlite3.OperationalError:

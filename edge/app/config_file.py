@@ -7,7 +7,7 @@ YAML gives one, the line number, so a technician can fix a file in one pass.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,6 @@ from pydantic import ValidationError
 
 from edge.app.config import GatewayConfig
 from edge.errors import SetupError
-from sensors.monitor import build_monitors
-from sensors.standards import load_profiles
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,16 +88,14 @@ def parse_config(text: str, *, file: Path | str = "<config>") -> GatewayConfig:
     if root is None or not isinstance(data, dict):
         problem = ConfigProblem(field="", reason="the file must hold a YAML mapping", line=1)
         raise ConfigError(file, [problem])
-    lines = {path: node.start_mark.line + 1 for path, node in _walk(root, ())}
+    lines = _field_lines(root)
     problems = _duplicate_keys(root)
     try:
         config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
         for error in exc.errors():
             loc = tuple(p for p in error["loc"] if not _is_union_tag(p))
-            key = tuple(str(p) for p in loc)
-            # Point at the deepest part of the path that exists in the file.
-            line = next((lines[key[:n]] for n in range(len(key), -1, -1) if key[:n] in lines), None)
+            line = _line_of(lines, loc)
             reason = error["msg"].removeprefix("Value error, ")
             problems.append(ConfigProblem(field=_format_loc(loc), reason=reason, line=line))
         raise ConfigError(file, problems) from None
@@ -108,35 +104,58 @@ def parse_config(text: str, *, file: Path | str = "<config>") -> GatewayConfig:
     return config
 
 
+def _field_lines(root: yaml.Node) -> dict[tuple[str, ...], int]:
+    return {path: node.start_mark.line + 1 for path, node in _walk(root, ())}
+
+
+def _line_of(lines: dict[tuple[str, ...], int], loc: tuple[int | str, ...]) -> int | None:
+    """The line of the deepest part of ``loc`` that exists in the file."""
+    key = tuple(str(p) for p in loc)
+    return next((lines[key[:n]] for n in range(len(key), -1, -1) if key[:n] in lines), None)
+
+
 def _is_union_tag(part: int | str) -> bool:
     # Pydantic inserts the discriminator value ('json', 'hj212', …) into error paths.
     return part in {"json", "number", "hj212"}
 
 
-def load_config(path: Path | str) -> GatewayConfig:
-    """Read and validate a config file; relative store paths resolve against its folder."""
-    path = Path(path)
+def read_text(path: Path) -> str:
+    """The text of a config file; ConfigError when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, [ConfigProblem(field="", reason=f"cannot read: {exc}")]) from None
-    config = parse_config(text, file=path)
+
+
+def resolve_paths(config: GatewayConfig, path: Path) -> GatewayConfig:
+    """Resolve a relative store path against the folder of the config file at ``path``."""
     if not config.store.path.is_absolute():
         store = config.store.model_copy(update={"path": path.parent / config.store.path})
         config = config.model_copy(update={"store": store})
     return config
 
 
-def check_usable(config: GatewayConfig) -> None:
-    """Check what validation alone cannot: every sensor's standard profile resolves.
-
-    Raises :class:`~sensors.errors.ProfileError` (a SetupError) saying which sensor and why.
-    """
-    build_monitors(config.sensors, load_profiles(), site=config.site.name)
+def load_config(path: Path | str) -> GatewayConfig:
+    """Read and validate a config file; relative store paths resolve against its folder."""
+    path = Path(path)
+    return resolve_paths(parse_config(read_text(path), file=path), path)
 
 
-def load_usable(path: Path | str) -> GatewayConfig:
-    """Load a config file and check that the gateway can run on it."""
-    config = load_config(path)
-    check_usable(config)
-    return config
+def with_lines(error: ConfigError, text: str) -> ConfigError:
+    """``error`` with each problem's line looked up in the config ``text`` where missing."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    lines = {} if root is None else _field_lines(root)
+    problems = [
+        p if p.line is not None else replace(p, line=_line_of(lines, _loc_of(p.field)))
+        for p in error.problems
+    ]
+    return ConfigError(error.file, problems)
+
+
+def _loc_of(field: str) -> tuple[int | str, ...]:
+    """``sensors[0].standard`` → ("sensors", 0, "standard")."""
+    out: list[int | str] = []
+    for part in field.replace("[", ".").replace("]", "").split("."):
+        if part:
+            out.append(int(part) if part.isdigit() else part)
+    return tuple(out)

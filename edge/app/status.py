@@ -1,14 +1,22 @@
-"""What `offsite-edge status` and the demo report: a read-only look at the gateway database."""
+"""What `offsite-edge status` and the demo report: a read-only look at the gateway database.
+
+Text that came from outside (dead-letter topics and reasons, who/why of remote mode
+commands) is sanitised before anyone prints it: a control sequence in an MQTT topic must
+not be able to rewrite a technician's terminal.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
 from cloud_sync import outbox_view
 from edge import readonly
+from edge.app.audit import CONFIG_META, MODEL_META
 from edge.app.config import GatewayConfig
 from edge.readonly import connect_read_only, database_bytes
 from sensors.modes import filed_requests
@@ -42,10 +50,42 @@ class GatewayStatus:
     cloud_backlog: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     """Records not yet acknowledged, per uplink and data class."""
     last_delivered_at: float | None = None
+    running: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    """SHA-256 of the config and model the gateway last started with (``config_sha256``,
+    ``model_sha256``), as its status records carry them."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
         return dataclasses.asdict(self)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: object, limit: int = 200) -> str:
+    """``text`` safe for a terminal: control and format characters escaped, length capped."""
+    out = "".join(c if c.isprintable() else _escape(c) for c in str(text))
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+def running_digests(db: sqlite3.Connection) -> dict[str, str | None]:
+    """The digests the gateway recorded at its last start or reload (``edge.app.audit``)."""
+    out: dict[str, str | None] = {"config_sha256": None, "model_sha256": None}
+    try:
+        rows = db.execute(
+            "SELECT key, value FROM meta WHERE key IN (?, ?)", (CONFIG_META, MODEL_META)
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return out
+    for key, value in rows:
+        try:
+            sha = json.loads(value).get("sha256")
+        except (ValueError, AttributeError):
+            continue
+        out["config_sha256" if key == CONFIG_META else "model_sha256"] = sha
+    return out
 
 
 def read_status(config: GatewayConfig, *, dead_letter_limit: int = 5) -> GatewayStatus:
@@ -65,15 +105,21 @@ def read_status(config: GatewayConfig, *, dead_letter_limit: int = 5) -> Gateway
             for sensor in config.sensors
         ]
         total = readonly.dead_letters_total(db)
-        recent = readonly.recent_dead_letters(db, dead_letter_limit)
-        open_events = readonly.open_events(db)
+        recent = [
+            {**d, "topic": printable(d["topic"]), "reason": printable(d["reason"])}
+            for d in readonly.recent_dead_letters(db, dead_letter_limit)
+        ]
+        open_events = [
+            {**e, "kind": printable(e["kind"]), "source": printable(e["source"])}
+            for e in readonly.open_events(db)
+        ]
         events_total = readonly.events_total(db)
         # A sensor's mode is its open ``maintenance`` event (see sensors.modes).
         modes: dict[str, dict[str, Any]] = {
             e["source"]: {
                 "mode": e["detail"].get("mode"),
-                "who": e["detail"].get("who"),
-                "why": e["detail"].get("why"),
+                "who": printable(e["detail"].get("who")),
+                "why": printable(e["detail"].get("why")),
                 "since": e["started_at"],
                 "pending": False,
             }
@@ -82,11 +128,12 @@ def read_status(config: GatewayConfig, *, dead_letter_limit: int = 5) -> Gateway
         }
         backlog = outbox_view.backlog(db)
         delivered = outbox_view.last_delivered_at(db)
+        running = running_digests(db)
     for _, request in filed_requests(path):
         modes[request.sensor_id] = {
             "mode": str(request.mode),
-            "who": request.who,
-            "why": request.why,
+            "who": printable(request.who),
+            "why": printable(request.why),
             "since": request.requested_at,
             "pending": True,
         }
@@ -100,4 +147,5 @@ def read_status(config: GatewayConfig, *, dead_letter_limit: int = 5) -> Gateway
         modes=modes,
         cloud_backlog=backlog,
         last_delivered_at=delivered,
+        running=running,
     )

@@ -145,9 +145,9 @@ def test_cli_config_check_ok_and_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(EXAMPLE.read_text(encoding="utf-8").replace("kind: water", "kind: watr"))
     result = _cli("config", "check", str(bad))
-    assert result.returncode == 1
-    assert f"{bad}:" in result.stdout
-    assert "sensors[2].kind" in result.stdout
+    assert result.returncode == 2
+    assert f"{bad}:" in result.stderr
+    assert "sensors[2].kind" in result.stderr
 
 
 def test_cli_config_schema_is_json_schema():

@@ -12,6 +12,7 @@ import json
 import logging
 import sqlite3
 from collections import defaultdict
+from contextlib import closing
 from pathlib import Path
 
 from helpers import gateway_config, sensor
@@ -56,7 +57,7 @@ def _feed(
 
 
 def _rows(db: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         return conn.execute(sql).fetchall()
 
 

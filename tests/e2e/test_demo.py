@@ -5,6 +5,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
+from contextlib import closing
 
 
 def test_demo_shows_one_event_per_fault_and_the_cloud_verifies_the_chain(tmp_path):
@@ -25,7 +26,7 @@ def test_demo_shows_one_event_per_fault_and_the_cloud_verifies_the_chain(tmp_pat
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    with sqlite3.connect(tmp_path / "demo.db") as db:
+    with closing(sqlite3.connect(tmp_path / "demo.db")) as db:
         opened = Counter(
             (kind, source)
             for kind, source in db.execute(
@@ -48,7 +49,7 @@ def test_demo_shows_one_event_per_fault_and_the_cloud_verifies_the_chain(tmp_pat
     assert "OPEN   exceedance           fume-01" in result.stdout
     assert "CLOUD  ← alarm" in result.stdout
     assert "hash chain and signatures verified; gaps none" in result.stdout
-    with sqlite3.connect(tmp_path / "cloud.db") as cloud:
+    with closing(sqlite3.connect(tmp_path / "cloud.db")) as cloud:
         alarms = [
             json.loads(b)
             for (b,) in cloud.execute("SELECT body FROM records WHERE data_class = 'alarm'")

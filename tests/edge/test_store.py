@@ -1,6 +1,7 @@
 import asyncio
 import json
 import sqlite3
+from contextlib import closing
 
 import pytest
 from helpers import alarm_event
@@ -26,7 +27,7 @@ class RecordingHook:
 
 
 def _rows(db, sql, *args):
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         return conn.execute(sql, args).fetchall()
 
 

@@ -1,0 +1,250 @@
+"""`offsite-edge status` as a technician reads it, and as a script reads it (``--json``).
+
+Besides what the database holds (``edge.app.status``) it says whether a gateway runs on
+this database (the lock holder, ``edge.app.lock``), whether that gateway is connected to
+the broker (its state file, ``edge.app.runstate``), each camera's state (open
+``camera_offline`` events), and whether the clock is synchronised, now and in the records
+(a warning when not: every record's time is then in doubt). What nothing records is said
+to be unknown. JSON times are ISO 8601 with their UTC offset.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from edge.app.config import GatewayConfig
+from edge.app.lock import lock_holder
+from edge.app.runstate import read_state
+from edge.app.status import GatewayStatus, printable
+from edge.clock import clock_synchronised
+from edge.readonly import connect_read_only
+
+CLOCK_RECORDS = 1000
+"""How many of the newest outbox records the clock check looks at."""
+
+_TIME_KEYS = {
+    "last_seen",
+    "started_at",
+    "ended_at",
+    "since",
+    "broker_since",
+    "last_delivered_at",
+    "received_at",
+    "requested_at",
+}
+
+
+def iso(t: float | None) -> str | None:
+    """Unix seconds as local ISO 8601 with UTC offset (None stays None)."""
+    return None if t is None else datetime.fromtimestamp(t).astimezone().isoformat("T", "seconds")
+
+
+def iso_times(value: Any) -> Any:
+    """``value`` with every known time field (Unix seconds) turned into ISO 8601."""
+    if isinstance(value, dict):
+        return {
+            k: iso(v) if k in _TIME_KEYS and isinstance(v, int | float) else iso_times(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [iso_times(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Liveness:
+    """Whether the gateway runs and is connected, its cameras and its clock."""
+
+    running: bool | None
+    """None: unknown (the lock file cannot be read)."""
+    pid: int | None
+    broker: str
+    """connected, disconnected, not running or unknown."""
+    broker_since: float | None
+    cameras: list[dict[str, Any]]
+    clock: dict[str, Any]
+
+
+def read_liveness(config: GatewayConfig, status: GatewayStatus) -> Liveness:
+    """Ask the lock, the state file, the open events and the outbox (read-only)."""
+    db = config.store.path
+    try:
+        pid = lock_holder(db)
+        running: bool | None = pid is not None
+    except OSError:
+        pid, running = None, None
+    broker, since = ("not running", None) if running is False else ("unknown", None)
+    state = read_state(db)
+    # Only the lock holder's own state is current (pid 0: the holder has not written it yet).
+    if running and state is not None and pid in {0, state.get("pid")}:
+        broker, since = str(state.get("broker", "unknown")), state.get("broker_since")
+    offline = {e["source"]: e for e in status.open_events if e["kind"] == "camera_offline"}
+    cameras = []
+    for camera in config.vision.cameras if config.vision is not None else []:
+        event = offline.get(camera.id)
+        if event is not None:
+            reason = event["detail"].get("reason") or "no frames"
+            cameras.append(
+                {
+                    "id": camera.id,
+                    "state": "offline",
+                    "since": event["started_at"],
+                    "reason": reason,
+                }
+            )
+        else:
+            live = "online" if running else "not running" if running is False else "unknown"
+            cameras.append({"id": camera.id, "state": live, "since": None, "reason": None})
+    return Liveness(
+        running=running,
+        pid=pid,
+        broker=broker,
+        broker_since=since,
+        cameras=cameras,
+        clock=_clock(db),
+    )
+
+
+def _clock(db: Any) -> dict[str, Any]:
+    """This machine's clock now, and how the newest records were stamped."""
+    records = unsynced = 0
+    last: bool | None = None
+    try:
+        with closing(connect_read_only(db)) as conn:
+            rows = conn.execute(
+                "SELECT clock_synced FROM outbox ORDER BY seq DESC LIMIT ?", (CLOCK_RECORDS,)
+            ).fetchall()
+    except (sqlite3.Error, FileNotFoundError):
+        rows = []
+    for (synced,) in rows:
+        records += 1
+        unsynced += synced == 0
+    if rows and rows[0][0] is not None:
+        last = bool(rows[0][0])
+    now = clock_synchronised()
+    return {
+        "synchronised": now,
+        "last_record_synchronised": last,
+        "records_checked": records,
+        "records_unsynchronised": unsynced,
+        "warning": now is False or unsynced > 0,
+    }
+
+
+def status_json(config: GatewayConfig, status: GatewayStatus, live: Liveness) -> dict[str, Any]:
+    """The whole status as JSON-ready data, times in ISO 8601."""
+    data = {
+        "gateway_id": config.gateway.id,
+        "database_path": str(config.store.path),
+        "running": live.running,
+        "pid": live.pid,
+        "broker": {
+            "host": config.broker.host,
+            "port": config.broker.port,
+            "state": live.broker,
+            "since": live.broker_since,
+        },
+        "uplinks": _uplinks(config, status),
+        "cameras": live.cameras,
+        "clock": live.clock,
+        **{k: v for k, v in status.as_dict().items() if k != "running"},
+        "running_digests": status.as_dict().get("running"),
+    }
+    return dict(iso_times(data))
+
+
+def _uplinks(config: GatewayConfig, status: GatewayStatus) -> list[dict[str, Any]]:
+    """Every configured uplink with what it has not delivered yet."""
+    uplinks = config.cloud.uplinks if config.cloud is not None else []
+    return [
+        {
+            "name": u.name,
+            "type": u.type,
+            "pending": status.cloud_backlog.get(u.name, {}),
+            # The gateway keeps no record of an uplink's connection, only of deliveries.
+            "connection": "not recorded",
+        }
+        for u in uplinks
+    ]
+
+
+def _age(seen: float | None) -> str:
+    return "never" if seen is None else f"{time.time() - seen:.0f}s ago"
+
+
+def _head(config: GatewayConfig, status: GatewayStatus, live: Liveness) -> list[str]:
+    if live.running is None:
+        state = "state unknown (the lock file cannot be read)"
+    elif live.running:
+        state = f"RUNNING (pid {live.pid})" if live.pid else "RUNNING"
+    else:
+        state = "NOT RUNNING"
+    broker = f"{config.broker.host}:{config.broker.port}"
+    since = "" if live.broker_since is None else f" since {_age(live.broker_since)}"
+    lines = [
+        f"gateway {config.gateway.id}  {state}",
+        f"database {config.store.path} ({status.database_bytes:,} B)",
+        f"broker {broker}: {live.broker}{since}",
+    ]
+    clock = live.clock
+    if clock["warning"]:
+        lines.append(
+            "WARNING clock not synchronised: record times may be wrong "
+            f"(now: {_yes_no(clock['synchronised'])}; "
+            f"{clock['records_unsynchronised']} of the newest {clock['records_checked']} "
+            "records stamped unsynchronised); check NTP (timedatectl)"
+        )
+    else:
+        lines.append(f"clock synchronised: {_yes_no(clock['synchronised'])}")
+    return lines
+
+
+def _yes_no(value: bool | None) -> str:
+    return "unknown" if value is None else "yes" if value else "NO"
+
+
+def status_lines(config: GatewayConfig, status: GatewayStatus, live: Liveness) -> list[str]:
+    """The status as text lines for a terminal."""
+    lines = _head(config, status, live)
+    for s in status.sensors:
+        values = ", ".join(
+            f"{q}={v[0]:g}{'' if v[1] == 'N' else '/' + v[1]}" for q, v in s.last_values.items()
+        )
+        lines.append(
+            f"  {s.sensor_id:<12} {s.kind:<6} last {_age(s.last_seen):>10}  "
+            f"readings {s.readings:>8}  dead letters {s.dead_letters:>5}  {values}"
+        )
+    for sensor_id, mode in status.modes.items():
+        pending = " (requested; the gateway applies it when running)" if mode["pending"] else ""
+        lines.append(
+            f"  {sensor_id}: {mode['mode']} since {_age(mode['since'])} by {mode['who']}: "
+            f"{mode['why']}{pending}"
+        )
+    for camera in live.cameras:
+        why = ""
+        if camera["since"] is not None:
+            why = f" since {_age(camera['since'])}: {printable(camera['reason'])}"
+        lines.append(f"  camera {camera['id']:<12} {camera['state']}{why}")
+    shown = len(status.recent_dead_letters)
+    lines.append(f"dead letters: {status.dead_letters_total} (newest {shown} below)")
+    lines += [f"  {d['topic']}: {d['reason']}" for d in status.recent_dead_letters]
+    for uplink in _uplinks(config, status):
+        pending = ", ".join(f"{n} {c}" for c, n in sorted(uplink["pending"].items())) or "none"
+        lines.append(
+            f"cloud uplink {uplink['name']} ({uplink['type']}): pending {pending}; "
+            f"connection {uplink['connection']}"
+        )
+    if config.cloud is not None:
+        lines.append(f"cloud: last delivery {_age(status.last_delivered_at)}")
+    lines.append(f"open events: {len(status.open_events)} (of {status.events_total} events)")
+    lines += [
+        f"  #{e['seq']} {e['severity']:<7} {e['kind']:<20} {e['source']:<12}"
+        f" since {_age(e['started_at'])}"
+        for e in status.open_events
+    ]
+    return lines
