@@ -15,8 +15,13 @@ In one run, with the same model and thread count:
 (c) static_inference_fraction: a :class:`VisionService` replaying a static (noisy) clip
     with the default gate settings: the share of sampled frames the gate let through.
 
+(d) memory: the peak RSS of a process that runs only the pipeline (one camera, one
+    onnxruntime session, as the gateway runs it: pipeline_rss_mb), next to a process
+    that only loads the model into a bare session and runs it (session_rss_mb).
+
 The last line printed is one JSON object with raw_fps, pipeline_fps, ratio,
-static_inference_fraction and rss_mb.
+static_inference_fraction, pipeline_rss_mb, session_rss_mb and rss_mb (this process,
+which holds several sessions at once).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import asyncio
 import json
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -115,6 +121,36 @@ def bench_static(
     return stats.inferences / max(1, stats.sampled), stats.inferences, stats.sampled
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and
+    exec, so a child started from this big process would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_rss(args: argparse.Namespace, what: str, clip: Path, data: Path) -> float:
+    """Peak RSS (MB) of a fresh process running only ``what`` (pipeline or session)."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--model", str(args.model), "--threads", str(args.threads),
+         "--child", what, "--clip", str(clip), "--data", str(data)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def run_child(args: argparse.Namespace) -> None:
+    """The body of a memory-measuring child process: prints its peak RSS in MB."""
+    detector = Detector(args.model, threads=args.threads)
+    if args.child == "session":
+        frames = list(kitchen_frames(4, width=args.width, height=args.height))
+        bench_raw(detector, frames, 20)
+    else:
+        bench_pipeline(detector, args.model, args.threads, args.clip, args.data)
+    print(round(_peak_rss_mb(), 1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", required=True, type=Path)
@@ -123,7 +159,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds, best kept")
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--child", choices=["pipeline", "session"], help=argparse.SUPPRESS)
+    ap.add_argument("--clip", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        run_child(args)
+        return
 
     detector = Detector(args.model, threads=args.threads)
     n = args.frames or (60 if detector.input_w >= 640 else 200)
@@ -151,7 +193,9 @@ def main() -> None:
             pipe_runs.append(bench_pipeline(detector, args.model, args.threads, clip, data))
         raw_fps, pipeline_fps = max(raw_runs), max(pipe_runs)
         fraction, inferred, sampled = bench_static(detector, args.model, args.threads, static, data)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        pipeline_rss = child_rss(args, "pipeline", clip, data)
+        session_rss = child_rss(args, "session", clip, data)
+    rss_mb = _peak_rss_mb()
     print(
         f"model            {args.model.name} ({detector.layout.value}, input "
         f"{detector.input_w}x{detector.input_h}, {args.threads} threads)"
@@ -162,6 +206,10 @@ def main() -> None:
         f"{args.width}x{args.height} mp4v"
     )
     print(f"static clip      {inferred}/{sampled} sampled frames inferred (60 s at 5 fps)")
+    print(
+        f"memory           pipeline process {pipeline_rss:.0f} MB peak RSS "
+        f"(bare session process {session_rss:.0f} MB, ratio {pipeline_rss / session_rss:.2f})"
+    )
     result = {
         "model": args.model.name,
         "threads": args.threads,
@@ -169,6 +217,8 @@ def main() -> None:
         "pipeline_fps": round(pipeline_fps, 2),
         "ratio": round(pipeline_fps / raw_fps, 3),
         "static_inference_fraction": round(fraction, 3),
+        "pipeline_rss_mb": pipeline_rss,
+        "session_rss_mb": session_rss,
         "rss_mb": round(rss_mb, 1),
         "raw_runs": [round(v, 1) for v in raw_runs],
         "pipeline_runs": [round(v, 1) for v in pipe_runs],

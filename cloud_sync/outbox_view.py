@@ -30,6 +30,18 @@ def backlog(db: sqlite3.Connection) -> dict[str, dict[str, int]]:
     return out
 
 
+def oldest_pending(db: sqlite3.Connection) -> dict[str, dict[str, float]]:
+    """When the oldest record not yet acknowledged was created, per uplink and data class."""
+    out: dict[str, dict[str, float]] = {}
+    # The inner query walks the primary key (uplink, priority, seq); one outbox row per group.
+    for uplink, priority, created_at in db.execute(
+        "SELECT p.uplink, p.priority, o.created_at FROM (SELECT uplink, priority, min(seq) AS seq"
+        " FROM outbox_pending GROUP BY 1, 2) p JOIN outbox o ON o.seq = p.seq"
+    ):
+        out.setdefault(uplink, {})[_CLASS_BY_PRIORITY.get(priority, "?")] = float(created_at)
+    return out
+
+
 def last_delivered_at(db: sqlite3.Connection) -> float | None:
     """When the newest fully delivered record was acknowledged (None: never)."""
     row = db.execute("SELECT max(delivered_at) FROM outbox").fetchone()

@@ -83,6 +83,18 @@ def open_events(db: sqlite3.Connection) -> list[dict[str, Any]]:
     ]
 
 
+def open_event_counts(db: sqlite3.Connection) -> dict[str, int]:
+    """How many events are open now, by kind."""
+    return {
+        str(r[0]): int(r[1])
+        for r in db.execute(
+            # Spelled so that the partial index events_open applies (NOT IN would scan).
+            "SELECT kind, count(*) FROM events WHERE status != 'closed' AND status != 'instant'"
+            " GROUP BY kind"
+        )
+    }
+
+
 def events_total(db: sqlite3.Connection) -> int:
     """Events ever recorded."""
     return int(db.execute("SELECT count(*) FROM events").fetchone()[0])

@@ -25,6 +25,7 @@ class CameraStats:
     decoded: int = 0
     sampled: int = 0
     inferences: int = 0
+    inference_s: float = 0.0  # total time from handing a frame to detection to its result
     dropped: int = 0
     reopens: int = 0
     last_inference_at: float | None = None  # monotonic, when the last detection finished

@@ -71,6 +71,7 @@ class InferenceScheduler:
                     cam = order[(start + i) % len(order)]
                     reader = cam.reader
                     self.busy = True
+                    began = time.monotonic()
                     try:
                         if reader is not None and reader.pull_mode:
                             if not reader.alive:
@@ -93,6 +94,7 @@ class InferenceScheduler:
                             )
                         cam.stats.inferences += 1
                         cam.stats.last_inference_at = time.monotonic()
+                        cam.stats.inference_s += cam.stats.last_inference_at - began
                         await self._handle(cam.config.id, frame, detections)
                     finally:
                         self.busy = False
