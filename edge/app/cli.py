@@ -7,15 +7,17 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from edge.app.config import GatewayConfig
-from edge.app.config_file import ConfigError, load_config, load_usable
-from edge.app.logs import setup_logging
+from edge.app.config_file import load_config
+from edge.app.logs import FORMATS, LEVELS, setup_logging
 from edge.errors import SetupError
 
 log = logging.getLogger(__name__)
@@ -28,12 +30,13 @@ def _install_stop(stop: asyncio.Event) -> None:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    """Validate a config file and print OK or every problem."""
-    try:
-        load_config(args.file)
-    except ConfigError as exc:
-        print(exc)
-        return 1
+    """Check a config file exactly as ``run`` does before it starts; print OK or refuse.
+
+    Every problem is a line on stderr and the exit code is 2, as ``run`` would give.
+    """
+    from edge.app.preflight import prepare
+
+    prepare(args.file)
     print(f"{args.file}: OK")
     return 0
 
@@ -47,15 +50,29 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the gateway until SIGINT/SIGTERM; SIGHUP reloads the config file."""
+    from edge.app import systemd
+    from edge.app.last_good import boot
     from edge.app.supervisor import supervise
 
-    config = load_usable(args.config)
+    # The checks of `config check`; a refused file starts on the last good config if any.
+    booted = boot(Path(args.config))
+    # Owner-only from here on: database, WAL, key, config backups and evidence files.
+    os.umask(0o077)
 
     async def main() -> None:
         stop, reload = asyncio.Event(), asyncio.Event()
         _install_stop(stop)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload.set)
-        await supervise(Path(args.config), config, stop, reload)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(systemd.serve(stop), name="offsite-edge.systemd")
+            await supervise(
+                Path(args.config),
+                booted.config,
+                stop,
+                reload,
+                text=booted.text,
+                refused=booted.refused,
+            )
 
     asyncio.run(main())
     return 0
@@ -93,64 +110,37 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await publish_forever(
                 simulator,
-                host=args.host or config.broker.host,
-                port=args.port or config.broker.port,
+                host=host,
+                port=port,
                 interval_s=args.interval,
                 duration_s=args.duration,
             )
 
-    asyncio.run(main())
+    host, port = args.host or config.broker.host, args.port or config.broker.port
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        print(f"cannot reach the broker at {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0
 
 
-def _age(seen: float | None) -> str:
-    return "never" if seen is None else f"{time.time() - seen:.0f}s ago"
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    """Print per-sensor state, dead letters, open events and database size."""
+    """Print whether the gateway runs and is connected, sensors, cameras, clock and events."""
     from edge.app.status import read_status
+    from edge.app.status_view import read_liveness, status_json, status_lines
 
     config = load_config(args.config)
     try:
-        status = read_status(config)
+        status = read_status(config, dead_letter_limit=args.dead_letters)
     except FileNotFoundError as exc:
         print(exc, file=sys.stderr)
         return 1
+    live = read_liveness(config, status)
     if args.json:
-        print(json.dumps(status.as_dict(), indent=2, ensure_ascii=False))
-        return 0
-    print(
-        f"gateway {config.gateway.id}  database {config.store.path} ({status.database_bytes:,} B)"
-    )
-    for s in status.sensors:
-        values = ", ".join(
-            f"{q}={v[0]:g}{'' if v[1] == 'N' else '/' + v[1]}" for q, v in s.last_values.items()
-        )
-        print(
-            f"  {s.sensor_id:<12} {s.kind:<6} last {_age(s.last_seen):>10}  "
-            f"readings {s.readings:>8}  dead letters {s.dead_letters:>5}  {values}"
-        )
-    for sensor_id, mode in status.modes.items():
-        since = _age(mode["since"])
-        pending = " (requested; the gateway applies it when running)" if mode["pending"] else ""
-        print(
-            f"  {sensor_id}: {mode['mode']} since {since} by {mode['who']}: {mode['why']}{pending}"
-        )
-    print(f"dead letters: {status.dead_letters_total}")
-    for d in status.recent_dead_letters:
-        print(f"  {d['topic']}: {d['reason']}")
-    for uplink, classes in status.cloud_backlog.items():
-        pending = ", ".join(f"{n} {c}" for c, n in sorted(classes.items()))
-        print(f"cloud uplink {uplink}: pending {pending}")
-    if config.cloud is not None:
-        print(f"cloud: last delivery {_age(status.last_delivered_at)}")
-    print(f"open events: {len(status.open_events)} (of {status.events_total} events)")
-    for e in status.open_events:
-        print(
-            f"  #{e['seq']} {e['severity']:<7} {e['kind']:<20} {e['source']:<12}"
-            f" since {_age(e['started_at'])}"
-        )
+        print(json.dumps(status_json(config, status, live), indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(status_lines(config, status, live)))
     return 0
 
 
@@ -188,10 +178,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `offsite-edge`."""
     parser = argparse.ArgumentParser(prog="offsite-edge", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
-    parser.add_argument(
-        "--debug", action="store_true", help="show the traceback of setup errors too"
-    )
+    _add_global_options(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     config = commands.add_parser("config", help="check a config file or print its schema")
@@ -206,25 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True)
     run.set_defaults(func=cmd_run)
 
-    sim = commands.add_parser("simulate", help="publish realistic readings for every sensor")
-    sim.add_argument("--config", required=True)
-    sim.add_argument("--host", help="broker host (default: the config's)")
-    sim.add_argument("--port", type=int, help="broker port (default: the config's)")
-    sim.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
-    sim.add_argument("--duration", type=float, help="stop after this many seconds")
-    sim.add_argument("--seed", type=int, help="random seed for repeatable traffic")
-    sim.add_argument("--exceed", action="append", default=[], metavar="SENSOR")
-    sim.add_argument("--exceed-after", type=float, default=0.0, metavar="S")
-    sim.add_argument("--stuck", action="append", default=[], metavar="SENSOR")
-    sim.add_argument("--silent", action="append", default=[], metavar="SENSOR")
-    sim.add_argument("--silent-after", type=float, default=0.0, metavar="S")
-    sim.add_argument("--malformed", type=float, default=0.0, metavar="FRACTION")
-    sim.set_defaults(func=cmd_simulate)
+    _add_simulate_command(commands)
 
-    status = commands.add_parser("status", help="show sensors, dead letters and open events")
-    status.add_argument("--config", required=True)
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(func=cmd_status)
+    _add_status_command(commands)
 
     sensors = commands.add_parser("sensors", help="technician actions on sensors")
     sensor_commands = sensors.add_subparsers(dest="sensors_command", required=True)
@@ -246,18 +217,84 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", type=Path, help="keep the demo database here")
     demo.set_defaults(func=cmd_demo)
 
+    from edge.app.broker_config import add_broker_command
     from edge.app.cloud_cli import add_cloud_commands
+    from edge.app.console.cli import add_console_commands
+    from edge.app.install import add_install_command
 
+    add_broker_command(commands)
+    add_install_command(commands)
     add_cloud_commands(commands)
+    add_console_commands(commands)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()}", help="print the version"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LEVELS,
+        help="DEBUG, INFO, WARNING or ERROR (any case)",
+    )
+    parser.add_argument(
+        "--log-format", default="text", choices=FORMATS, help="text lines or JSON lines"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of setup errors too"
+    )
+
+
+def _add_simulate_command(commands: Any) -> None:
+    sim = commands.add_parser("simulate", help="publish realistic readings for every sensor")
+    sim.add_argument("--config", required=True)
+    sim.add_argument("--host", help="broker host (default: the config's)")
+    sim.add_argument("--port", type=int, help="broker port (default: the config's)")
+    sim.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
+    sim.add_argument("--duration", type=float, help="stop after this many seconds")
+    sim.add_argument("--seed", type=int, help="random seed for repeatable traffic")
+    sim.add_argument("--exceed", action="append", default=[], metavar="SENSOR")
+    sim.add_argument("--exceed-after", type=float, default=0.0, metavar="S")
+    sim.add_argument("--stuck", action="append", default=[], metavar="SENSOR")
+    sim.add_argument("--silent", action="append", default=[], metavar="SENSOR")
+    sim.add_argument("--silent-after", type=float, default=0.0, metavar="S")
+    sim.add_argument("--malformed", type=float, default=0.0, metavar="FRACTION")
+    sim.set_defaults(func=cmd_simulate)
+
+
+def _add_status_command(commands: Any) -> None:
+    status = commands.add_parser(
+        "status", help="is the gateway running and connected; sensors, cameras, clock, events"
+    )
+    status.add_argument("--config", required=True)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--dead-letters", type=int, default=5, metavar="N", help="show the newest N dead letters"
+    )
+    status.set_defaults(func=cmd_status)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("offsite-edge")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `offsite-edge` console script."""
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         return int(args.func(args))
+    except BrokenPipeError:
+        # `status | head`: the reader has gone, which is not an error. Point stdout at
+        # /dev/null so that the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (SetupError, BaseExceptionGroup) as exc:
         # What the user must fix (bad config, missing secret, unreadable key, broker
         # settings): say it plainly; the traceback helps only developers.

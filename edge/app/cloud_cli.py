@@ -5,26 +5,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 
 def cmd_identity(args: argparse.Namespace) -> int:
-    """Print the gateway's public key (creating the key on first use)."""
+    """Print the gateway's public key, creating the key on first use.
+
+    Works without a ``cloud:`` section too (the key then lives next to the database,
+    where the gateway will look once an uplink is added), so a technician can register
+    the gateway before its uplink exists. A key lost while the outbox holds records it
+    signed is never silently replaced (see ``cloud_sync.identity``).
+    """
     from cloud_sync.chain import public_key_hex
     from cloud_sync.identity import load_or_create_key
     from cloud_sync.sync import key_path
     from edge.app.config_file import load_config
 
     config = load_config(args.config)
-    if config.cloud is None:
-        print("the config has no cloud: section", file=sys.stderr)
-        return 2
-    path = key_path(config.cloud, config.store.path)
-    key = load_or_create_key(path)
+    if config.cloud is not None:
+        path = key_path(config.cloud, config.store.path)
+    else:
+        path = config.store.path.parent / "gateway.key"
+    existed = path.exists()
+    key = load_or_create_key(path, db_path=config.store.path)
     print(f"gateway {config.gateway.id}")
-    print(f"key file {path}")
+    print(f"key file {path} ({'existing' if existed else 'created now'})")
     print(f"public key (Ed25519, hex) {public_key_hex(key.public_key())}")
     return 0
 
@@ -32,11 +38,26 @@ def cmd_identity(args: argparse.Namespace) -> int:
 def cmd_cloud(args: argparse.Namespace) -> int:
     """Run the reference supervision-cloud receiver until SIGINT/SIGTERM."""
     from cloud_sync.receiver import ReceiverConfig, run_receiver
+    from edge.errors import SetupError
+    from edge.tls import TLSConfig
 
-    trust: dict[str, str] = {}
-    for item in args.trust:
-        gateway, _, key = item.partition("=")
-        trust[gateway] = key
+    trust = _keys_from(args.trust, args.keys_file)
+    token = _token(args)
+    if token is None and args.client_ca is None:
+        raise SetupError(
+            "the receiver API needs authentication: --token-env/--token-file (bearer token)"
+            " or --client-ca (client certificates)"
+        )
+    mqtt_password = None
+    if args.mqtt_password_env:
+        from cloud_sync.config import read_secret
+
+        mqtt_password = read_secret(args.mqtt_password_env)
+    mqtt_tls = None
+    if args.mqtt_tls or args.mqtt_ca:
+        mqtt_tls = TLSConfig(
+            enabled=True, ca_file=args.mqtt_ca, cert_file=args.mqtt_cert, key_file=args.mqtt_key
+        )
     config = ReceiverConfig(
         db=args.db,
         mqtt_host=args.mqtt_host,
@@ -48,6 +69,12 @@ def cmd_cloud(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         client_ca=args.client_ca,
         trust=trust,
+        token=token,
+        max_body=args.max_body,
+        clock_tolerance_s=args.clock_tolerance_s,
+        mqtt_username=args.mqtt_username,
+        mqtt_password=mqtt_password,
+        mqtt_tls=mqtt_tls,
     )
 
     async def main() -> None:
@@ -61,9 +88,72 @@ def cmd_cloud(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_from(items: list[str], keys_file: Path | None) -> dict[str, str]:
+    """Gateway → hex key from ``GATEWAY=HEX`` items and a keys file (``GATEWAY HEX`` lines)."""
+    from edge.errors import SetupError
+
+    lines = [item.replace("=", " ", 1) for item in items]
+    if keys_file is not None:
+        try:
+            lines += keys_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise SetupError(f"keys file {keys_file}: {exc.strerror}") from None
+    keys: dict[str, str] = {}
+    for n, line in enumerate(lines, 1):
+        words = line.split("#", 1)[0].replace("=", " ").split()
+        if not words:
+            continue
+        if len(words) != 2:
+            raise SetupError(f"key line {n} {line!r}: expected GATEWAY HEXKEY")
+        keys[words[0]] = words[1]
+    return keys
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The API bearer token from --token-file or --token-env (None: neither given)."""
+    from edge.errors import SetupError
+
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SetupError(f"token file {args.token_file}: {exc.strerror}") from None
+        if not token:
+            raise SetupError(f"token file {args.token_file} is empty")
+        return str(token)
+    if args.token_env:
+        from cloud_sync.config import read_secret
+
+        return read_secret(args.token_env)
+    return None
+
+
+def cmd_cloud_register(args: argparse.Namespace) -> int:
+    """Register gateways' public keys in the receiver database (commissioning)."""
+    from cloud_sync.receiver_store import ReceiverDB
+    from edge.errors import SetupError
+
+    items = [f"{args.gateway}={args.public_key}"] if args.gateway and args.public_key else []
+    if (args.gateway is None) != (args.public_key is None):
+        raise SetupError("--gateway and --public-key go together")
+    keys = _keys_from(items, args.keys_file)
+    if not keys:
+        raise SetupError("nothing to register: give --gateway and --public-key, or --keys-file")
+    db = ReceiverDB(args.db)
+    try:
+        for gateway, key in keys.items():
+            new = db.register(gateway, key, replace=args.replace)
+            print(f"{gateway}: {'registered' if new else 'already registered'} ({key[:16]}…)")
+    finally:
+        db.close()
+    return 0
+
+
 def add_cloud_commands(commands: Any) -> None:
     """Register `identity` and `cloud` on the CLI's subparsers."""
-    identity = commands.add_parser("identity", help="print the gateway's public signing key")
+    identity = commands.add_parser(
+        "identity", help="create (if needed) and print the gateway's public signing key"
+    )
     identity.add_argument("--config", required=True)
     identity.set_defaults(func=cmd_identity)
 
@@ -82,6 +172,41 @@ def add_cloud_commands(commands: Any) -> None:
         action="append",
         default=[],
         metavar="GATEWAY=HEXKEY",
-        help="pin a gateway's public key (else trust the key it announces first)",
+        help="register a gateway's public key at start (as `cloud register` does)",
     )
+    cloud.add_argument(
+        "--keys-file", type=Path, help="register the keys of this file (GATEWAY HEXKEY lines)"
+    )
+    cloud.add_argument("--token-env", help="environment variable holding the API bearer token")
+    cloud.add_argument("--token-file", type=Path, help="file holding the API bearer token")
+    cloud.add_argument("--max-body", type=int, default=1024 * 1024, help="largest POST body")
+    cloud.add_argument(
+        "--clock-tolerance-s",
+        type=float,
+        default=300.0,
+        help="report created_at going backwards by more than this",
+    )
+    cloud.add_argument("--mqtt-username")
+    cloud.add_argument("--mqtt-password-env", help="environment variable with the password")
+    cloud.add_argument("--mqtt-tls", action="store_true", help="connect to the broker with TLS")
+    cloud.add_argument("--mqtt-ca", type=Path, help="CA of the broker (implies --mqtt-tls)")
+    cloud.add_argument("--mqtt-cert", type=Path, help="client certificate for the broker")
+    cloud.add_argument("--mqtt-key", type=Path, help="key of --mqtt-cert")
     cloud.set_defaults(func=cmd_cloud)
+    cloud_commands = cloud.add_subparsers(dest="cloud_command", metavar="SUBCOMMAND")
+
+    register = cloud_commands.add_parser(
+        "register", help="register gateway public keys in the receiver database"
+    )
+    register.add_argument("--db", type=Path, default=Path("offsite-cloud.db"))
+    register.add_argument("--gateway", help="gateway id")
+    register.add_argument("--public-key", help="its key, as `offsite-edge identity` prints it")
+    register.add_argument("--keys-file", type=Path, help="GATEWAY HEXKEY lines ('#' comments)")
+    register.add_argument(
+        "--replace", action="store_true", help="replace a different registered key (rotation)"
+    )
+    register.set_defaults(func=cmd_cloud_register)
+
+    from edge.app.regulator_cli import add_regulator_commands
+
+    add_regulator_commands(cloud_commands)

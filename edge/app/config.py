@@ -8,7 +8,9 @@ floor. Only the gateway's identity and the monitored site are defined here.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from pathlib import Path
 from typing import Self
 
 from pydantic import Field, field_validator, model_validator
@@ -60,6 +62,104 @@ class SiteConfig(StrictModel):
         return code
 
 
+# Loopback, private (RFC 1918, RFC 4193) and link-local networks: the site's LAN.
+LAN_NETWORKS = [
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+]
+
+
+class ConsoleConfig(StrictModel):
+    """The technician console: a small web UI on the site's LAN (``edge.app.console``)."""
+
+    enabled: bool = Field(
+        default=True, description="Serve the console (false: keep the section, serve nothing)."
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        description="IP address to listen on: loopback, a LAN address of this machine, or "
+        "0.0.0.0/:: for all (peers outside allowed_networks are still refused).",
+    )
+    port: int = Field(default=8080, ge=1, le=65535, description="TCP port to listen on.")
+    users_file: Path | None = Field(
+        default=None,
+        description="Technician accounts (owner-only JSON, written by `offsite-edge console "
+        "add-user`); default: console-users.json beside the database.",
+    )
+    allowed_networks: list[str] = Field(
+        default_factory=lambda: list(LAN_NETWORKS),
+        min_length=1,
+        description="Networks whose clients may connect (default: loopback, private and "
+        "link-local ranges); any other client gets 403.",
+    )
+    session_idle_s: float = Field(
+        default=1800.0, gt=0, le=86_400, description="A session ends after this long unused."
+    )
+    max_failed_logins: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Failed logins allowed per account and per client address within "
+        "lockout_s; more are refused until the window passes.",
+    )
+    lockout_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="The window of max_failed_logins, in s."
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _lan_host(cls, value: str) -> str:
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IP address (e.g. 127.0.0.1 or 192.168.1.20)") from None
+        if not (address.is_unspecified or address.is_private or address.is_link_local):
+            raise ValueError(f"{value} is a public address; the console is LAN-only")
+        return value
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _lan_networks(cls, value: list[str]) -> list[str]:
+        for text in value:
+            network = ipaddress.ip_network(text, strict=False)
+            if not (network.is_private or network.is_link_local):
+                raise ValueError(f"{text} is not a LAN network; the console is LAN-only")
+        return value
+
+
+class MetricsConfig(StrictModel):
+    """Prometheus metrics and a health endpoint (``edge.app.metrics``): /metrics, /healthz."""
+
+    host: str = Field(
+        default="127.0.0.1",
+        description="IP address to listen on (default loopback: only this machine may scrape; "
+        "a LAN address or 0.0.0.0 lets a Prometheus elsewhere scrape it).",
+    )
+    port: int = Field(default=9108, ge=1, le=65535, description="TCP port to listen on.")
+    loop_stale_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="/healthz reports the event loop unresponsive when its heartbeat (one a "
+        "second) is older than this.",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _ip_host(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IP address (e.g. 127.0.0.1 or 192.168.1.20)") from None
+        return value
+
+
 class GatewayConfig(StrictModel):
     """The whole gateway, as described by one YAML file."""
 
@@ -75,6 +175,14 @@ class GatewayConfig(StrictModel):
     sensors: list[SensorConfig] = Field(default_factory=list, description="Installed sensors.")
     cloud: CloudConfig | None = Field(
         default=None, description="Store-and-forward to the supervision cloud (none: local only)."
+    )
+    console: ConsoleConfig | None = Field(
+        default=None,
+        description="Technician console on the site's LAN (none: no console).",
+    )
+    metrics: MetricsConfig | None = Field(
+        default=None,
+        description="Prometheus /metrics and /healthz over HTTP (none: not served).",
     )
 
     @model_validator(mode="after")

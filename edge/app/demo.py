@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import socket
 import tempfile
 import time
@@ -60,6 +61,7 @@ def demo_config(port: int, data_dir: Path, *, with_vision: bool = True) -> Gatew
                     "host": "127.0.0.1",
                     "port": port,
                     "protocol": "3.1.1",  # amqtt speaks MQTT 3.1.1
+                    "tls": {"enabled": False},  # the embedded broker is plain loopback
                 }
             ]
         }
@@ -174,6 +176,18 @@ async def _display(
         )
 
 
+def _gateway_public_key(config: GatewayConfig) -> str:
+    """The demo gateway's public key (hex), creating its key file on first use."""
+    from cloud_sync.chain import public_key_hex
+    from cloud_sync.identity import load_or_create_key
+    from cloud_sync.sync import key_path
+
+    assert config.cloud is not None  # the demo config always has a cloud section
+    path = key_path(config.cloud, config.store.path)
+    key = load_or_create_key(path, db_path=config.store.path)
+    return public_key_hex(key.public_key())
+
+
 async def run_demo(
     stop: asyncio.Event, *, duration_s: float | None = None, data_dir: Path | None = None
 ) -> GatewayConfig:
@@ -202,7 +216,15 @@ async def run_demo(
     )
     simulator = Simulator(config=config, scenario=scenario, seed=7)
     receiver = Receiver(
-        ReceiverConfig(db=workdir / "cloud.db", mqtt_host="127.0.0.1", mqtt_port=port)
+        ReceiverConfig(
+            db=workdir / "cloud.db",
+            mqtt_host="127.0.0.1",
+            mqtt_port=port,
+            # Commissioning, as `offsite-edge cloud register` does it: the cloud knows the
+            # gateway's key before its first record arrives.
+            trust={config.gateway.id: _gateway_public_key(config)},
+            token=secrets.token_urlsafe(24),
+        )
     )
     async with embedded_broker(port):
         gateway_stop = asyncio.Event()

@@ -11,21 +11,33 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 
+import aiosqlite
+
+from cloud_sync.identity import load_or_create_key
 from cloud_sync.outbox_view import evidence_delivered
-from cloud_sync.sync import CloudSync, make_outbox
+from cloud_sync.sync import CloudSync, key_path, make_outbox
+from edge.app import systemd
+from edge.app.audit import record_changes, running_digests
 from edge.app.config import GatewayConfig
-from edge.app.remote_config import Control, RemoteConfig, confirm_or_roll_back
+from edge.app.health import CommitWatch
+from edge.app.hj212_sensors import hj212_sensors
+from edge.app.logs import EventLog
+from edge.app.metrics import GatewayProbe, probe_for, serve_metrics
+from edge.app.remote_config import Control, RemoteConfig, confirm_or_roll_back, read_pending
+from edge.app.runstate import publish_state
 from edge.events import Event, EventStatus, Severity
 from edge.store import Store
 from edge.waits import wait_any
 from sensors.batch_builder import BatchBuilder
 from sensors.ingest import MqttIngest
-from sensors.modes import ModeDesk, apply_request
+from sensors.modes import ModeDesk, ModeGuard, ModeLimits, ModeRequest, apply_request
 from sensors.monitor import SensorMonitor, build_monitors
 from sensors.standards import load_profiles
 
@@ -81,29 +93,74 @@ async def _prune_loop(store: Store, keep: int, stop: asyncio.Event) -> None:
             log.info("dead letters pruned deleted=%d kept=%d", deleted, keep)
 
 
+def mode_limits(config: GatewayConfig) -> dict[str, ModeLimits]:
+    """Each sensor's maximum maintenance duration and repeat limit, from its health config."""
+    return {
+        s.id: ModeLimits(
+            max_s=s.health.maintenance_max_s,
+            repeat_limit=s.health.maintenance_repeat_limit,
+            repeat_window_s=s.health.maintenance_repeat_window_s,
+        )
+        for s in config.sensors
+    }
+
+
+async def seed_mode_guard(store: Store, guard: ModeGuard, now: float) -> None:
+    """Count the maintenance entries of the repeat window that happened before this start."""
+    since = now - guard.seed_window_s()
+
+    async def op(db: aiosqlite.Connection) -> list[tuple[str, float]]:
+        async with db.execute(
+            "SELECT source, started_at FROM events WHERE kind = 'maintenance' AND started_at >= ?"
+            " ORDER BY started_at LIMIT 10000",
+            (since,),
+        ) as cursor:
+            return [(str(r[0]), float(r[1])) for r in await cursor.fetchall()]
+
+    for sensor_id, started_at in await store.run(op):
+        guard.seed(sensor_id, started_at)
+
+
 async def _follow_modes(
     desk: ModeDesk,
     monitors: Mapping[str, SensorMonitor],
     lock: threading.Lock,
     store: Store,
     stop: asyncio.Event,
+    *,
+    guard: ModeGuard,
 ) -> None:
-    """Apply maintenance requests as they arrive; a filed one is forgotten once committed."""
+    """Apply maintenance requests as they arrive; a filed one is forgotten once committed.
+
+    Every poll also ends the modes that have lasted their sensor's maximum duration.
+    """
     while not stop.is_set():
-        for path, request in await desk.take(stop, MODE_POLL_S):
+        taken: list[tuple[Path | None, ModeRequest]] = await desk.take(stop, MODE_POLL_S)
+        with lock:
+            taken.extend((None, r) for r in guard.expired(monitors, time.time()))
+        for path, request in taken:
+            events: list[Event] = []
             # Monitors are fed from the MQTT thread: change their mode under its lock.
             with lock:
+                subject = monitors.get(request.sensor_id)
+                before = None if subject is None else subject.mode
                 try:
                     event = apply_request(monitors, request)
                 except ValueError as exc:
                     log.error("mode request refused sensor=%s reason=%s", request.sensor_id, exc)
                     event = None
-            if event is not None:
-                await store.emit(event)
+            if event is not None and before is not None:
+                events = [event, *guard.after(event, before, request)]
+            for item in events:
+                if item.kind != "maintenance":
+                    log.warning("%s sensor=%s detail=%s", item.kind, item.source, item.detail)
+                await store.emit(item)
             desk.done(path)
 
 
-async def _run_vision(config: GatewayConfig, store: Store, stop: asyncio.Event) -> None:
+async def _run_vision(
+    config: GatewayConfig, store: Store, stop: asyncio.Event, probe: GatewayProbe | None = None
+) -> None:
     """Run the kitchen cameras; a model that cannot be loaded disables video, not the gateway."""
     # Imported here: OpenCV, numpy and onnxruntime cost memory a camera-less gateway need not pay.
     from vision.errors import VisionError
@@ -116,7 +173,9 @@ async def _run_vision(config: GatewayConfig, store: Store, stop: asyncio.Event) 
             store,
             data_dir=config.store.path.parent,
             is_delivered=evidence_delivered(config.store.path),
-        ):
+        ) as service:
+            if probe is not None:  # the metrics read the cameras' counters at scrape time
+                probe.cameras = service.stats
             await stop.wait()
     except (VisionError, OSError) as exc:
         log.error("vision disabled: %s", exc)
@@ -133,15 +192,50 @@ async def _run_vision(config: GatewayConfig, store: Store, stop: asyncio.Event) 
         await stop.wait()
 
 
+def _owner_only(db_path: Path) -> None:
+    """Make the database and its WAL files owner-only, also when an older run made them."""
+    for path in (db_path, db_path.with_name(db_path.name + "-wal")):
+        try:
+            os.chmod(path, 0o600)
+        except FileNotFoundError:
+            continue
+        except PermissionError as exc:  # another user's file: say so, keep running
+            log.warning("cannot make owner-only file=%s reason=%s", path, exc)
+
+
 async def run_gateway(
-    config: GatewayConfig, stop: asyncio.Event, *, control: Control | None = None
+    config: GatewayConfig,
+    stop: asyncio.Event,
+    *,
+    control: Control | None = None,
+    trigger: str = "start",
+    config_text: str | None = None,
 ) -> None:
     """Run the gateway until ``stop`` is set; return after a clean shutdown.
 
     With a ``control`` (see ``edge.app.supervisor``), remote config commands are applied to
-    its file and a pending change is confirmed or rolled back.
+    its file and a pending change is confirmed or rolled back. ``trigger`` (``start`` or
+    ``reload``; ``remote`` when a cloud command installed the file) goes into the audit
+    record of a config or model change; ``config_text`` is the validated text of the
+    config file, whose SHA-256 is the config's digest.
+
+    Raises :class:`~cloud_sync.identity.MissingKeyError` (a SetupError) when the signing
+    key is gone while the outbox holds records it signed.
     """
     monitors = build_sensor_monitors(config)
+    config_path = None if control is None else control.config_path
+    digests = await asyncio.to_thread(running_digests, config, config_path, config_text)
+    if config_path is not None and read_pending(config_path) is not None:
+        trigger = "remote"  # a cloud command installed this file; it awaits confirmation
+    if config.cloud is not None:
+        # Refuse before anything is written: a new key would break the signed backlog.
+        await asyncio.to_thread(
+            load_or_create_key,
+            key_path(config.cloud, config.store.path),
+            db_path=config.store.path,
+        )
+        for name in config.cloud.plaintext_uplinks():
+            log.warning("uplink sends without TLS uplink=%s reason=tls.enabled is false", name)
     log.info(
         "gateway starting id=%s sensors=%d judged=%d db=%s",
         config.gateway.id,
@@ -150,7 +244,14 @@ async def run_gateway(
         config.store.path,
     )
     outbox = make_outbox(config.gateway.id, config.cloud, config.store.path)
-    async with await Store.open(config.store.path, hook=outbox) as store:
+    async with await Store.open(config.store.path, hook=EventLog(outbox)) as store:
+        await asyncio.to_thread(_owner_only, config.store.path)
+        await record_changes(
+            store,
+            digests,
+            trigger=trigger,
+            backups=config.store.path.parent / "config-backups",
+        )
         await resume_open_events(store, monitors)
         builder = BatchBuilder(config, monitors=monitors)
         # Everything built so far (config, profiles, modules) lives as long as the process:
@@ -160,6 +261,8 @@ async def run_gateway(
         # Monitors are fed from the MQTT thread; tick and mode changes take the same lock.
         lock = threading.Lock()
         desk = ModeDesk(config.store.path, frozenset(monitors))
+        guard = ModeGuard(mode_limits(config))
+        await seed_mode_guard(store, guard, time.time())
 
         def tick(now: float) -> list[Event]:
             events: list[Event] = []
@@ -167,7 +270,9 @@ async def run_gateway(
                 events.extend(monitor.tick(now))
             return events
 
-        ingest = MqttIngest(config, builder, store.commit, tick=tick, lock=lock)
+        commits = CommitWatch(store.commit)  # times commits for /metrics and /healthz
+        ingest = MqttIngest(config, builder, commits, tick=tick, lock=lock)
+        probe = probe_for(config, store, builder, commits, ingest.connected)
 
         async with asyncio.TaskGroup() as tasks:
             connected = asyncio.Event()
@@ -181,8 +286,11 @@ async def run_gateway(
                     if control is None
                     else RemoteConfig(control, config.gateway.id, config.cloud.rollback_timeout_s),
                     hj212_codes=hj212_codes(config),
+                    hj212_sensors=hj212_sensors(config),
+                    status_fields=digests.status_fields(),
                 )
-                connected = sync.connected
+                # Confirmation needs the cloud to acknowledge a record, not just a connect.
+                connected = sync.acknowledged
                 tasks.create_task(sync.run(stop), name="offsite-edge.cloud")
             if control is not None:
                 tasks.create_task(
@@ -190,14 +298,45 @@ async def run_gateway(
                     name="offsite-edge.config-watchdog",
                 )
             if config.vision is not None:
-                tasks.create_task(_run_vision(config, store, stop), name="offsite-edge.vision")
+                tasks.create_task(
+                    _run_vision(config, store, stop, probe), name="offsite-edge.vision"
+                )
+            if probe is not None:
+                tasks.create_task(serve_metrics(probe, stop), name="offsite-edge.metrics")
             tasks.create_task(
-                _follow_modes(desk, monitors, lock, store, stop), name="offsite-edge.modes"
+                _follow_modes(desk, monitors, lock, store, stop, guard=guard),
+                name="offsite-edge.modes",
             )
             tasks.create_task(ingest.run(stop), name="offsite-edge.ingest")
             tasks.create_task(
+                publish_state(config.store.path, ingest.connected, stop),
+                name="offsite-edge.state",
+            )
+            tasks.create_task(
                 _prune_loop(store, config.store.dead_letter_keep, stop),
                 name="offsite-edge.prune",
+            )
+            if config.console is not None and config.console.enabled:
+                from edge.app.console import run_console
+                from edge.app.console.live import GatewayParts
+
+                parts = GatewayParts(
+                    config=config,
+                    store=store,
+                    builder=builder,
+                    monitors=monitors,
+                    lock=lock,
+                    desk=desk,
+                    broker_connected=ingest.connected,
+                    digests=digests,
+                    cloud=sync if config.cloud is not None else None,
+                    control=control,
+                )
+                tasks.create_task(run_console(parts, stop), name="offsite-edge.console")
+            # systemd (Type=notify): the store is open and every task is running.
+            systemd.notify(
+                "READY=1",
+                f"STATUS=running: {len(config.sensors)} sensors, database {config.store.path}",
             )
     log.info(
         "gateway stopped readings=%d dead_letters=%d",
