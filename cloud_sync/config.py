@@ -14,9 +14,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from cloud_sync.errors import SecretError
+from cloud_sync.policy import TTL_FLOOR_S
 from edge.config import StrictModel
 from edge.tls import TLSConfig
 
@@ -224,7 +225,9 @@ class OutboxConfig(StrictModel):
     quota_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=4096,
-        description="Disk quota for outbox records; beyond it the oldest routine data is evicted.",
+        description="Disk quota for outbox records; beyond it delivered records, then the "
+        "oldest undelivered minute and status data are evicted. Undelivered alarms and events are "
+        "never evicted by the quota.",
     )
     retention_s: float = Field(
         default=7 * 86400, ge=0, description="Keep delivered records this long, then prune."
@@ -233,8 +236,23 @@ class OutboxConfig(StrictModel):
         default_factory=lambda: dict[DataClass, float](
             {"minute": 30 * 86400.0, "status": 7 * 86400.0}
         ),
-        description="Per-class time to live of undelivered records; expiry leaves a gap record.",
+        description="Per-class time to live of undelivered records; expiry leaves a gap record. "
+        "Never below the regulator floors: alarm and event 365 days, minute 7 days, status 1 day.",
     )
+
+    @field_validator("ttl_s")
+    @classmethod
+    def _regulator_floors(cls, value: dict[DataClass, float]) -> dict[DataClass, float]:
+        for data_class, ttl in value.items():
+            floor = TTL_FLOOR_S[data_class]
+            if ttl < floor:
+                raise ValueError(
+                    f"{data_class}: {ttl:g} s is below the regulator floor of {floor:g} s "
+                    f"({floor / 86400:g} days); undelivered {data_class} records are kept at least "
+                    "that long"
+                )
+        return value
+
     minute_close_s: float = Field(
         default=5.0,
         ge=0,

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cloud_sync.chain import GENESIS, canonical_json, record_hash, sign_hash
 from cloud_sync.config import ALL_CLASSES, OutboxConfig
 from cloud_sync.minutes import close_minutes
-from cloud_sync.policy import EVICTION_ORDER, PRIORITY, Candidate, plan_eviction, seq_runs
+from cloud_sync.policy import EVICTION_ORDER, PRIORITY, Candidate, gap_body, plan_eviction
 from edge.counters import bump_counter, read_counter, read_meta, reserve_seqs, write_meta
 from edge.events import Event, Severity
 from edge.ids import new_id
@@ -74,6 +74,7 @@ class Outbox:
     """uplink name → data classes it carries."""
     settings: OutboxConfig = field(default_factory=OutboxConfig)
     evicted_total: int = 0
+    _over_quota_said: bool = False
 
     # -- put ---------------------------------------------------------------------------
     async def put(self, db: aiosqlite.Connection, records: Sequence[NewRecord]) -> list[str]:
@@ -254,6 +255,7 @@ class Outbox:
         used = await read_counter(db, "outbox_bytes")
         quota = self.settings.quota_bytes
         if used <= quota:
+            self._over_quota_said = False
             return 0
         # Hysteresis: free 10 % more than needed so that we do not evict on every commit.
         excess = used - int(quota * 0.9)
@@ -279,6 +281,15 @@ class Outbox:
                     gathered += size
         chosen = plan_eviction(candidates, excess)
         await self._evict(db, chosen, "quota", now, clock_synced)
+        if sum(c.size for c in chosen) < excess and not self._over_quota_said:
+            # Only undelivered alarms and events are left: they outrank the disk budget.
+            self._over_quota_said = True
+            log.warning(
+                "outbox over quota bytes=%d quota=%d reason=only undelivered alarms and events "
+                "are left and they are never evicted; check the uplink",
+                used - sum(c.size for c in chosen),
+                quota,
+            )
         return len(chosen)
 
     async def expire(self, db: aiosqlite.Connection, now: float, clock_synced: bool | None) -> int:
@@ -336,34 +347,13 @@ class Outbox:
         self.evicted_total += len(lost)
         if not lost:
             return
-        counts: dict[str, int] = {}
-        for c in lost:
-            counts[c.data_class] = counts.get(c.data_class, 0) + 1
-        ranges = [
-            {
-                "first_seq": first,
-                "last_seq": last,
-                "prev": meta[first][0],
-                "last_hash": meta[last][1],
-            }
-            for first, last in seq_runs(meta)
-        ]
-        created = [m[2] for m in meta.values()]
-        body = {
-            "type": "gap",
-            "reason": reason,
-            "counts": counts,
-            "records": len(lost),
-            "from_created_at": min(created),
-            "to_created_at": max(created),
-            "ranges": ranges,
-        }
+        body = gap_body(reason, lost, meta)
         log.warning(
             "outbox evicted reason=%s records=%d classes=%s ranges=%d",
             reason,
             len(lost),
-            ",".join(f"{k}:{v}" for k, v in sorted(counts.items())),
-            len(ranges),
+            ",".join(f"{k}:{v}" for k, v in sorted(body["counts"].items())),
+            len(body["ranges"]),
         )
         await self.put_bodies(db, [("event", body)], now, clock_synced)
 

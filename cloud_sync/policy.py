@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 PRIORITY: dict[str, int] = {"alarm": 0, "event": 1, "status": 2, "minute": 3}
 """Send order after a reconnect: alarms first, routine minute data last."""
 
-EVICTION_ORDER: tuple[str, ...] = ("minute", "status", "event", "alarm")
-"""Which undelivered data goes first when the outbox is over quota."""
+EVICTION_ORDER: tuple[str, ...] = ("minute", "status")
+"""Which undelivered data the quota may evict, in this order. Alarms and events are never
+evicted by the quota: what the regulator must see outranks the disk budget."""
+
+PROTECTED: frozenset[str] = frozenset({"alarm", "event"})
+"""Undelivered classes the quota never evicts."""
+
+TTL_FLOOR_S: dict[str, float] = {
+    "alarm": 365 * 86400.0,
+    "event": 365 * 86400.0,
+    "minute": 7 * 86400.0,
+    "status": 86400.0,
+}
+"""Regulator minimums: an undelivered record is kept at least this long whatever the
+config says (a site cannot shorten the TTL to make an alarm expire before the link is up)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,18 +41,22 @@ def eviction_rank(candidate: Candidate) -> tuple[int, int]:
     """Sort key: delivered rows first (losing them loses nothing), then by class, oldest first."""
     if candidate.delivered:
         return (-1, candidate.seq)
+    if candidate.data_class not in EVICTION_ORDER:
+        return (len(EVICTION_ORDER), candidate.seq)
     return (EVICTION_ORDER.index(candidate.data_class), candidate.seq)
 
 
 def plan_eviction(candidates: Iterable[Candidate], excess: int) -> list[Candidate]:
     """Choose rows to delete so that at least ``excess`` bytes are freed.
 
-    Delivered rows go first, then undelivered minute data, status, events and alarms last,
-    each oldest first. So an alarm is only chosen once no routine row is left.
+    Delivered rows go first, then undelivered minute data and status, each oldest first.
+    Undelivered alarms and events are never chosen (:data:`PROTECTED`), even if that leaves
+    the outbox over its quota.
     """
     chosen: list[Candidate] = []
     freed = 0
-    for candidate in sorted(candidates, key=eviction_rank):
+    evictable = [c for c in candidates if c.delivered or c.data_class not in PROTECTED]
+    for candidate in sorted(evictable, key=eviction_rank):
         if freed >= excess:
             break
         chosen.append(candidate)
@@ -55,6 +73,30 @@ def seq_runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
         else:
             runs.append((seq, seq))
     return runs
+
+
+def gap_body(
+    reason: str, lost: Sequence[Candidate], meta: Mapping[int, tuple[str, str, float]]
+) -> dict[str, Any]:
+    """The gap record for evicted undelivered rows: what was lost, by class, and the chain
+    links around each run of seqs (``meta``: seq → prev hash, own hash, created_at)."""
+    counts: dict[str, int] = {}
+    for candidate in lost:
+        counts[candidate.data_class] = counts.get(candidate.data_class, 0) + 1
+    ranges = [
+        {"first_seq": first, "last_seq": last, "prev": meta[first][0], "last_hash": meta[last][1]}
+        for first, last in seq_runs(meta)
+    ]
+    created = [m[2] for m in meta.values()]
+    return {
+        "type": "gap",
+        "reason": reason,
+        "counts": counts,
+        "records": len(lost),
+        "from_created_at": min(created),
+        "to_created_at": max(created),
+        "ranges": ranges,
+    }
 
 
 def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Random) -> float:

@@ -85,6 +85,8 @@ class RunningDigests:
     sections: dict[str, str] = field(default_factory=dict)
     model_sha256: str | None = None
     model_file: str | None = None
+    retention: dict[str, Any] | None = None
+    """The outbox's quota, TTLs and retention: a change is audited with old and new values."""
 
     def status_fields(self) -> dict[str, Any]:
         """What every gateway status record carries."""
@@ -117,6 +119,11 @@ def running_digests(
         sections=sections,
         model_sha256=None if model_file is None else file_sha256(Path(model_file)),
         model_file=model_file,
+        retention=None
+        if config.cloud is None
+        else config.cloud.outbox.model_dump(
+            mode="json", include={"quota_bytes", "ttl_s", "retention_s"}
+        ),
     )
 
 
@@ -222,8 +229,32 @@ async def record_changes(
                 extra={"old_file": old_model.get("file")},
             )
         )
+    if not first and "retention" in old_config and old_config["retention"] != digests.retention:
+        # What a site would shorten to make evidence expire before the link comes back.
+        events.append(
+            Event(
+                kind="retention_changed",
+                source="gateway",
+                severity=Severity.WARNING,
+                status=EventStatus.INSTANT,
+                started_at=now,
+                detail={
+                    "trigger": trigger,
+                    "old": old_config["retention"],
+                    "new": digests.retention,
+                },
+            )
+        )
     for event in events:
         await store.emit(event)
+        if event.kind == "retention_changed":
+            log.warning(
+                "outbox retention changed trigger=%s old=%s new=%s",
+                trigger,
+                event.detail["old"],
+                event.detail["new"],
+            )
+            continue
         log.warning(
             "%s trigger=%s file=%s old_sha256=%s new_sha256=%s",
             event.kind,
@@ -232,7 +263,13 @@ async def record_changes(
             event.detail["old_sha256"],
             event.detail["new_sha256"],
         )
-    config_meta = json.dumps({"sha256": digests.config_sha256, "sections": digests.sections})
+    config_meta = json.dumps(
+        {
+            "sha256": digests.config_sha256,
+            "sections": digests.sections,
+            "retention": digests.retention,
+        }
+    )
     model_meta = json.dumps({"sha256": digests.model_sha256, "file": digests.model_file})
 
     async def remember(db: aiosqlite.Connection) -> None:

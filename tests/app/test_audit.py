@@ -91,3 +91,28 @@ def test_terminal_escapes_in_a_dead_letter_topic_are_shown_not_obeyed() -> None:
         "site/\\x1b[2J\\x1b]0;owned\\x07x\\u202e"
     )
     assert json.dumps(printable("\x9b31m")) == '"\\\\x9b31m"'
+
+
+def test_a_shorter_ttl_or_smaller_quota_is_audited_with_old_and_new_values(tmp_path: Path) -> None:
+    asyncio.run(_retention(tmp_path))
+
+
+async def _retention(tmp_path: Path) -> None:
+    uplink = {"type": "mqtt", "name": "cloud", "host": "127.0.0.1", "tls": {"enabled": False}}
+    cloud = {"uplinks": [uplink], "outbox": {"quota_bytes": 64 * 2**20}}
+    config = gateway_config(tmp_path / "g.db", cloud=cloud)
+    async with await Store.open(tmp_path / "g.db") as store:
+        assert await record_changes(store, running_digests(config, None), trigger="start") == []
+        cloud["outbox"] = {"quota_bytes": 4096, "ttl_s": {"minute": 7 * 86400.0}}
+        changed = gateway_config(tmp_path / "g.db", cloud=cloud)
+        events = await record_changes(store, running_digests(changed, None), trigger="reload")
+        stored = await store.run(_kinds)
+    by_kind = {event.kind: event for event in events}
+    assert set(by_kind) == {"config_changed", "retention_changed"}
+    assert by_kind["config_changed"].detail["changed_sections"] == ["cloud"]
+    retention = by_kind["retention_changed"].detail
+    assert retention["old"]["quota_bytes"] == 64 * 2**20
+    assert retention["new"]["quota_bytes"] == 4096
+    assert retention["old"]["ttl_s"]["minute"] == 30 * 86400.0
+    assert retention["new"]["ttl_s"] == {"minute": 7 * 86400.0}
+    assert stored == ["config_changed", "retention_changed"]

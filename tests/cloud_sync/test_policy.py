@@ -7,19 +7,24 @@ import random
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from pydantic import ValidationError
 
 from cloud_sync.config import OutboxConfig
 from cloud_sync.outbox import Outbox
 from cloud_sync.policy import (
     EVICTION_ORDER,
     PRIORITY,
+    PROTECTED,
+    TTL_FLOOR_S,
     Candidate,
     backoff_delay,
     plan_eviction,
 )
+from edge.events import Event, EventStatus, Severity
 from edge.store import Store
 
 classes = st.sampled_from(list(PRIORITY))
@@ -31,18 +36,18 @@ candidates = st.lists(
 
 
 @given(candidates, st.integers(0, 20_000))
-def test_eviction_never_takes_an_alarm_while_routine_data_remains(cands, excess) -> None:
+def test_eviction_never_takes_an_undelivered_alarm_or_event(cands, excess) -> None:
     chosen = plan_eviction(cands, excess)
     ids = {c.seq for c in chosen}
     left = [c for c in cands if c.seq not in ids]
-    if any(c.data_class == "alarm" and not c.delivered for c in chosen):
-        assert not [c for c in left if c.data_class != "alarm" or c.delivered]
+    assert not [c for c in chosen if c.data_class in PROTECTED and not c.delivered]
     # Undelivered minute data goes oldest first.
     minute_taken = sorted(c.seq for c in chosen if c.data_class == "minute" and not c.delivered)
     minute_left = [c.seq for c in left if c.data_class == "minute" and not c.delivered]
     if minute_taken and minute_left:
         assert max(minute_taken) < min(minute_left)
-    assert sum(c.size for c in chosen) >= min(excess, sum(c.size for c in cands))
+    evictable = [c for c in cands if c.delivered or c.data_class not in PROTECTED]
+    assert sum(c.size for c in chosen) >= min(excess, sum(c.size for c in evictable))
 
 
 @given(st.integers(0, 50), st.integers(0, 2**32))
@@ -51,9 +56,46 @@ def test_backoff_is_bounded(attempt, seed) -> None:
     assert 0.25 <= delay <= 30.0
 
 
-def test_eviction_order_is_routine_first() -> None:
-    assert EVICTION_ORDER[0] == "minute"
-    assert EVICTION_ORDER[-1] == "alarm"
+def test_eviction_order_is_routine_only() -> None:
+    assert EVICTION_ORDER == ("minute", "status")
+    assert PROTECTED.isdisjoint(EVICTION_ORDER)
+
+
+@pytest.mark.parametrize("data_class", sorted(TTL_FLOOR_S))
+def test_a_ttl_below_the_regulator_floor_is_refused(data_class) -> None:
+    floor = TTL_FLOOR_S[data_class]
+    assert OutboxConfig(ttl_s={data_class: floor}).ttl_s[data_class] == floor
+    with pytest.raises(ValidationError, match="below the regulator floor"):
+        OutboxConfig(ttl_s={data_class: floor - 1})
+
+
+def test_an_outbox_of_alarms_over_its_quota_keeps_every_alarm(tmp_path: Path) -> None:
+    asyncio.run(_alarms_over_quota(tmp_path))
+
+
+async def _alarms_over_quota(tmp_path: Path) -> None:
+    outbox = Outbox(gateway_id="gw", settings=OutboxConfig(quota_bytes=4096))
+    async with await Store.open(tmp_path / "g.db", hook=outbox) as store:
+        for n in range(60):
+            await store.emit(
+                Event(
+                    kind="exceedance",
+                    source="noise-01",
+                    severity=Severity.ALARM,
+                    status=EventStatus.OPEN,
+                    started_at=float(n),
+                    detail={"n": n, "pad": "x" * 200},
+                )
+            )
+
+        async def rows(db):
+            async with db.execute("SELECT data_class, body FROM outbox") as cursor:
+                return await cursor.fetchall()
+
+        stored = await store.run(rows)
+    assert len(stored) == 60
+    assert {row[0] for row in stored} == {"alarm"}
+    assert outbox.evicted_total == 0
 
 
 class OutboxMachine(RuleBasedStateMachine):
