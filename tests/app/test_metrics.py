@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from gateway_thread import GatewayThread
 from helpers import alarm_event, gateway_config, sensor
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,46 +27,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cloud_sync.sync import make_outbox
 from edge.app.config import MetricsConfig
-from edge.app.gateway import run_gateway
 from edge.app.health import DEAD_LETTER_REASONS, CommitWatch, Heartbeat, reason_class, verdict
 from edge.app.metrics import GatewayCollector, GatewayProbe
 from edge.batch import Batch
 from edge.store import Store
 from sensors.batch_builder import BatchBuilder
-
-
-class GatewayThread:
-    """The real gateway coroutine on its own event loop, in a thread."""
-
-    def __init__(self, config):
-        self.config = config
-        self.loop = asyncio.new_event_loop()
-        self.stop_event: asyncio.Event | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        async def main():
-            self.stop_event = asyncio.Event()
-            await run_gateway(self.config, self.stop_event)
-
-        try:
-            self.loop.run_until_complete(main())
-        except BaseException as exc:  # surfaced by __exit__
-            self.error = exc
-
-    def __enter__(self):
-        self.thread.start()
-        assert wait_for(lambda: self.stop_event is not None, 10)
-        return self
-
-    def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "gateway did not shut down"
-        self.loop.close()
-        if self.error is not None:
-            raise self.error
 
 
 def _get(port: int, path: str) -> tuple[int, str]:

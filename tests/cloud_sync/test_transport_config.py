@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cloud_forge import self_signed
 from pydantic import ValidationError
 
 from cloud_sync.config import CloudConfig, read_secret
 from cloud_sync.errors import SecretError, UplinkError
 from cloud_sync.hj212_uplink import Hj212Uplink
 from edge.errors import SetupError
-
-from .test_https_uplink import self_signed
 
 MN = "010000A8900016F000169DC0"
 

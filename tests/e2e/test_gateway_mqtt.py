@@ -1,53 +1,17 @@
 """The gateway against a real mosquitto broker: ingest, dead letters, persistent session."""
 
 import asyncio
-import threading
 import time
 import uuid
 
+from gateway_thread import GatewayThread
 from helpers import gateway_config, sensor
 from mqtt_tools import noise_payload, publish_all, query, subscribe_session, wait_for
 
 from edge import hj212
-from edge.app.gateway import run_gateway
 from edge.store import Store
 from sensors.batch_builder import BatchBuilder
 from sensors.ingest import MqttIngest
-
-
-class GatewayThread:
-    """The real gateway coroutine, run on its own event loop in a thread."""
-
-    def __init__(self, config):
-        self.config = config
-        self.loop = asyncio.new_event_loop()
-        self.stop_event: asyncio.Event | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        async def main():
-            self.stop_event = asyncio.Event()
-            await run_gateway(self.config, self.stop_event)
-
-        try:
-            self.loop.run_until_complete(main())
-        except BaseException as exc:  # surfaced by stop()
-            self.error = exc
-
-    def __enter__(self):
-        self.thread.start()
-        assert wait_for(lambda: self.stop_event is not None, 10)
-        return self
-
-    def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "gateway did not shut down"
-        self.loop.close()
-        if self.error is not None:
-            raise self.error
-
 
 # These tests stamp readings from 1970 on (one minute each): let the ingest take them.
 ARCHIVE = {"max_lateness_s": 3_000_000_000}

@@ -3,12 +3,11 @@ airflow per stove, and DB11/1488's efficiencies as advisories rather than limits
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from sensor_shapes import Q, Sensor
 
 from edge.events import EventStatus, Severity
 from sensors.config import HealthConfig, LimitOverride, StandardRef
@@ -119,21 +118,6 @@ def test_profile_rejects_airflow_half_configured_and_alarm_advisories():
 
 
 # --- through the monitor -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Q:
-    name: str
-    unit: str
-
-
-@dataclass(frozen=True)
-class Sensor:
-    id: str
-    quantities: list[Q]
-    standard: StandardRef | None = None
-    health: HealthConfig = field(default_factory=HealthConfig)
-    location: str = ""
 
 
 def fume_sensor(profile="gb18483-2001", params=None, readings=None, **ref_kw) -> Sensor:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sensor_shapes import Q, Sensor
 
 from edge.events import EventStatus, Severity
 from sensors.config import HealthConfig, LimitOverride, StandardRef
@@ -15,21 +14,6 @@ from sensors.monitor import SensorMonitor, build_monitors
 
 T0 = 1_700_000_000.0 - (1_700_000_000.0 % 60)  # minute aligned; 2023-11-15 06:00 Beijing
 DAY_T0 = T0 + 4 * 3600  # 10:00 local: day period
-
-
-@dataclass(frozen=True)
-class Q:
-    name: str
-    unit: str
-
-
-@dataclass(frozen=True)
-class Sensor:
-    id: str
-    quantities: list[Q]
-    standard: StandardRef | None = None
-    health: HealthConfig = field(default_factory=HealthConfig)
-    location: str = ""
 
 
 def noise_sensor(**ref_kw):

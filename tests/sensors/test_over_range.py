@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sensor_shapes import Q, Sensor
 
 from edge.events import EventStatus, Severity
 from sensors.config import HealthConfig, StandardRef
@@ -22,21 +21,6 @@ from sensors.rules import (
 
 T0 = 1_700_000_000.0 - (1_700_000_000.0 % 60)
 DAY_T0 = T0 + 4 * 3600  # 10:00 Beijing
-
-
-@dataclass(frozen=True)
-class Q:
-    name: str
-    unit: str
-
-
-@dataclass(frozen=True)
-class Sensor:
-    id: str
-    quantities: list[Q]
-    standard: StandardRef | None = None
-    health: HealthConfig = field(default_factory=HealthConfig)
-    location: str = ""
 
 
 def noise(profiles):

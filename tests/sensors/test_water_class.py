@@ -3,11 +3,10 @@ and the ``water_class_below_target`` event through the real monitor path."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sensor_shapes import Q, Sensor
 
 from edge.events import EventStatus, Severity
 from sensors.config import HealthConfig, StandardRef
@@ -195,21 +194,6 @@ def test_property_monotonic_in_concentration(profiles, factor, a, b):
 
 
 # --- end to end through the monitor ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Q:
-    name: str
-    unit: str
-
-
-@dataclass(frozen=True)
-class Sensor:
-    id: str
-    quantities: list[Q]
-    standard: StandardRef | None = None
-    health: HealthConfig = field(default_factory=HealthConfig)
-    location: str = ""
 
 
 def water_sensor(target: str = "III", **ref_kw) -> Sensor:

@@ -6,58 +6,22 @@ browser is Debian's headless Chromium driven by Playwright (never a browser down
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from gateway_thread import GatewayThread
 from helpers import gateway_config, sensor
 from mosquitto import free_port
 from mqtt_tools import wait_for
 
 from edge.app.config import GatewayConfig
 from edge.app.console.users import add_user, users_path
-from edge.app.gateway import run_gateway
 
 CHROMIUM = Path("/usr/bin/chromium")
 MAX_FAILED = 3
-
-
-class GatewayThread:
-    """The real gateway coroutine, run on its own event loop in a thread."""
-
-    def __init__(self, config: GatewayConfig) -> None:
-        self.config = config
-        self.loop = asyncio.new_event_loop()
-        self.stop_event: asyncio.Event | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self.stop_event = asyncio.Event()
-            await run_gateway(self.config, self.stop_event)
-
-        try:
-            self.loop.run_until_complete(main())
-        except BaseException as exc:  # surfaced by close()
-            self.error = exc
-
-    def start(self) -> None:
-        self.thread.start()
-        assert wait_for(lambda: self.stop_event is not None, 10)
-
-    def close(self) -> None:
-        assert self.stop_event is not None
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "gateway did not shut down"
-        self.loop.close()
-        if self.error is not None:
-            raise self.error
 
 
 @dataclass
