@@ -98,6 +98,11 @@ class CloudSync:
         # Set once the far end of any uplink acknowledged a real record (PUBACK, HTTP 2xx,
         # 9014): the proof that a new config still reaches the cloud.
         self.acknowledged = asyncio.Event()
+        self._running: list[Transport] = []
+
+    def uplink_states(self) -> dict[str, bool]:
+        """Whether each running uplink is connected now (empty before :meth:`run`)."""
+        return {transport.name: transport.connected for transport in self._running}
 
     def build_transports(self) -> list[Transport]:
         """One transport per configured uplink."""
@@ -151,6 +156,7 @@ class CloudSync:
     async def run(self, stop: asyncio.Event) -> None:
         """Run all loops until ``stop`` is set, then close the uplinks."""
         transports = self._transports or self.build_transports()
+        self._running = transports
         await self.append_status("start")
         try:
             async with asyncio.TaskGroup() as tasks:

@@ -309,7 +309,12 @@ async def run_gateway(
             )
             tasks.create_task(ingest.run(stop), name="offsite-edge.ingest")
             tasks.create_task(
-                publish_state(config.store.path, ingest.connected, stop),
+                publish_state(
+                    config.store.path,
+                    ingest.connected,
+                    stop,
+                    uplinks=sync.uplink_states if config.cloud is not None else None,
+                ),
                 name="offsite-edge.state",
             )
             tasks.create_task(

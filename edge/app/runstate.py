@@ -1,10 +1,10 @@
 """What the running gateway knows and the database does not: is it connected right now.
 
 The gateway keeps ``<db>.state.json`` (owner-only, replaced atomically, written only when
-something changed) with its pid and the broker connection state with the time it last
-changed. ``offsite-edge status`` reads it beside the database lock (``edge.app.lock``): a
-state file is believed only while its pid holds the lock, so a killed gateway's last
-"connected" is never shown as current.
+something changed) with its pid and the connection state of the broker and of each cloud
+uplink, with the time it last changed. ``offsite-edge status`` reads it beside the
+database lock (``edge.app.lock``): a state file is believed only while its pid holds the
+lock, so a killed gateway's last "connected" is never shown as current.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +47,33 @@ def read_state(db: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-async def publish_state(db: Path, broker: asyncio.Event, stop: asyncio.Event) -> None:
-    """Keep the state file current until ``stop``; on the way out say the gateway stopped."""
+async def publish_state(
+    db: Path,
+    broker: asyncio.Event,
+    stop: asyncio.Event,
+    uplinks: Callable[[], Mapping[str, bool]] | None = None,
+) -> None:
+    """Keep the state file current until ``stop``; on the way out say the gateway stopped.
+
+    ``uplinks`` tells whether each cloud uplink is connected (name → bool)."""
     path = state_path(db)
     last: str | None = None
-    state: dict[str, Any] = {"pid": os.getpid(), "started_at": time.time()}
+    last_uplinks: dict[str, str] = {}
+    state: dict[str, Any] = {"pid": os.getpid(), "started_at": time.time(), "uplinks": {}}
     try:
         while not stop.is_set():
             now = "connected" if broker.is_set() else "disconnected"
-            if now != last:
-                last = now
-                state |= {"broker": now, "broker_since": time.time()}
+            links = {
+                name: "connected" if up else "disconnected"
+                for name, up in (uplinks() if uplinks is not None else {}).items()
+            }
+            if now != last or links != last_uplinks:
+                if now != last:
+                    state |= {"broker": now, "broker_since": time.time()}
+                for name, link in links.items():
+                    if last_uplinks.get(name) != link:
+                        state["uplinks"][name] = {"state": link, "since": time.time()}
+                last, last_uplinks = now, links
                 with contextlib.suppress(OSError):  # a status view is not worth a crash
                     await asyncio.to_thread(_write, path, state)
             await wait_any(stop, at_most=POLL_S)

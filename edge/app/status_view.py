@@ -66,6 +66,8 @@ class Liveness:
     broker: str
     """connected, disconnected, not running or unknown."""
     broker_since: float | None
+    uplinks: dict[str, Any]
+    """uplink name → {state, since} from the running gateway (empty when not running)."""
     cameras: list[dict[str, Any]]
     clock: dict[str, Any]
 
@@ -81,8 +83,11 @@ def read_liveness(config: GatewayConfig, status: GatewayStatus) -> Liveness:
     broker, since = ("not running", None) if running is False else ("unknown", None)
     state = read_state(db)
     # Only the lock holder's own state is current (pid 0: the holder has not written it yet).
+    uplinks: dict[str, Any] = {}
     if running and state is not None and pid in {0, state.get("pid")}:
         broker, since = str(state.get("broker", "unknown")), state.get("broker_since")
+        if isinstance(state.get("uplinks"), dict):
+            uplinks = state["uplinks"]
     offline = {e["source"]: e for e in status.open_events if e["kind"] == "camera_offline"}
     cameras = []
     for camera in config.vision.cameras if config.vision is not None else []:
@@ -105,6 +110,7 @@ def read_liveness(config: GatewayConfig, status: GatewayStatus) -> Liveness:
         pid=pid,
         broker=broker,
         broker_since=since,
+        uplinks=uplinks,
         cameras=cameras,
         clock=_clock(db),
     )
@@ -149,7 +155,7 @@ def status_json(config: GatewayConfig, status: GatewayStatus, live: Liveness) ->
             "state": live.broker,
             "since": live.broker_since,
         },
-        "uplinks": _uplinks(config, status),
+        "uplinks": _uplinks(config, status, live),
         "cameras": live.cameras,
         "clock": live.clock,
         **{k: v for k, v in status.as_dict().items() if k != "running"},
@@ -158,16 +164,17 @@ def status_json(config: GatewayConfig, status: GatewayStatus, live: Liveness) ->
     return dict(iso_times(data))
 
 
-def _uplinks(config: GatewayConfig, status: GatewayStatus) -> list[dict[str, Any]]:
-    """Every configured uplink with what it has not delivered yet."""
+def _uplinks(config: GatewayConfig, status: GatewayStatus, live: Liveness) -> list[dict[str, Any]]:
+    """Every configured uplink: what it has not delivered yet, and its connection now."""
     uplinks = config.cloud.uplinks if config.cloud is not None else []
+    idle = "not running" if live.running is False else "unknown"
     return [
         {
             "name": u.name,
             "type": u.type,
             "pending": status.cloud_backlog.get(u.name, {}),
-            # The gateway keeps no record of an uplink's connection, only of deliveries.
-            "connection": "not recorded",
+            "connection": live.uplinks.get(u.name, {}).get("state", idle),
+            "since": live.uplinks.get(u.name, {}).get("since"),
         }
         for u in uplinks
     ]
@@ -233,7 +240,7 @@ def status_lines(config: GatewayConfig, status: GatewayStatus, live: Liveness) -
     shown = len(status.recent_dead_letters)
     lines.append(f"dead letters: {status.dead_letters_total} (newest {shown} below)")
     lines += [f"  {d['topic']}: {d['reason']}" for d in status.recent_dead_letters]
-    for uplink in _uplinks(config, status):
+    for uplink in _uplinks(config, status, live):
         pending = ", ".join(f"{n} {c}" for c, n in sorted(uplink["pending"].items())) or "none"
         lines.append(
             f"cloud uplink {uplink['name']} ({uplink['type']}): pending {pending}; "

@@ -238,3 +238,35 @@ def test_status_into_head_exits_quietly(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.startswith("gateway gw-test  NOT RUNNING")
+
+
+def test_status_shows_each_cloud_uplinks_connection(site, tmp_path):
+    from mosquitto import free_port
+
+    data = yaml.safe_load(site["path"].read_text())
+    plain = {"enabled": False}
+    data["cloud"] = {
+        "uplinks": [
+            {"type": "mqtt", "name": "cloud", "host": "127.0.0.1", "port": site["port"],
+             "tls": plain},
+            {"type": "mqtt", "name": "dead", "host": "127.0.0.1", "port": free_port(),
+             "tls": plain},
+        ]
+    }  # fmt: skip
+    site["path"].write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    gateway = site["start"]()
+
+    def uplinks() -> dict[str, str] | None:
+        done = cli("status", "--config", str(site["path"]), "--json")
+        if done.returncode != 0:  # no database yet: the gateway is still starting
+            return None
+        return {u["name"]: u["connection"] for u in json.loads(done.stdout)["uplinks"]}
+
+    assert wait_for(lambda: uplinks() == {"cloud": "connected", "dead": "disconnected"}, 30), (
+        uplinks(),
+        gateway.text()[-2000:],
+    )
+    text = cli("status", "--config", str(site["path"])).stdout
+    assert "cloud uplink cloud (mqtt)" in text
+    gateway.stop()
+    assert uplinks() == {"cloud": "not running", "dead": "not running"}

@@ -81,7 +81,13 @@ def test_an_unsynchronised_clock_is_a_warning(tmp_path):
         "warning": True,
     }
     live = Liveness(
-        running=True, pid=42, broker="connected", broker_since=None, cameras=[], clock=clock
+        running=True,
+        pid=42,
+        broker="connected",
+        broker_since=None,
+        uplinks={},
+        cameras=[],
+        clock=clock,
     )
     lines = status_lines(config, status, live)
     assert lines[0] == "gateway gw-test  RUNNING (pid 42)"
