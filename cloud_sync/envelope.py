@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from cloud_sync.chain import canonical_json, public_key_from_hex, public_key_hex
 from cloud_sync.errors import CommandRefusedError
+from edge.json_depth import nesting_depth as json_nesting_depth
 
 ENVELOPE_VERSION = 1
 MAX_ENVELOPE_BYTES = 256 * 1024
@@ -122,33 +123,8 @@ def sign_command(
 
 
 def nesting_depth(text: str) -> int:
-    """Deepest ``[``/``{`` nesting of JSON text, ignoring brackets inside strings.
-
-    Exact up to :data:`MAX_DEPTH`; beyond it, some depth over the limit. A plain loop
-    rather than a regex: no backtracking whatever the input.
-    """
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
-        return 0  # cannot be deeper than the limit: skip the scan
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                return depth  # enough to refuse: no need to read the rest
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    return deepest
+    """Deepest ``[``/``{`` nesting of JSON text (exact up to :data:`MAX_DEPTH`)."""
+    return json_nesting_depth(text, MAX_DEPTH)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

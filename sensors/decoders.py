@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 from edge import hj212
+from edge.json_depth import nesting_depth
 from sensors.config import (
     Hj212DecoderConfig,
     JsonDecoderConfig,
@@ -26,6 +27,9 @@ from sensors.config import (
 from sensors.errors import DecodeError
 
 DATA_FLAGS = frozenset("NFMSDCTB")
+
+MAX_JSON_DEPTH = 32
+"""A sensor payload nested deeper is a dead letter (real ones nest a few levels)."""
 
 
 class Decoded(NamedTuple):
@@ -87,6 +91,25 @@ def _json_timestamp(value: Any, fmt: str) -> float:
     return number / 1000.0 if fmt == "epoch_ms" else number
 
 
+def _json_object(payload: bytes) -> dict[str, Any]:
+    """The JSON object in ``payload``, or a DecodeError saying why there is none."""
+    try:
+        # Decode explicitly: json.loads(bytes) would also accept UTF-16/32.
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"payload is not UTF-8: {exc.reason}") from None
+    # Measured before parsing: the parser's own recursion limit differs between versions.
+    if nesting_depth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise DecodeError(f"invalid JSON: nested too deeply (over {MAX_JSON_DEPTH} levels)")
+    try:
+        document = json.loads(text)
+    except ValueError as exc:  # also an integer of more than 4300 digits
+        raise DecodeError(f"invalid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise DecodeError(f"JSON payload is a {type(document).__name__}, not an object")
+    return document
+
+
 def json_decoder(config: JsonDecoderConfig) -> Decoder:
     """Build a decoder for JSON objects with the configured field paths."""
     fields = [(name, _compile_path(path)) for name, path in config.fields.items()]
@@ -95,17 +118,7 @@ def json_decoder(config: JsonDecoderConfig) -> Decoder:
     ts_format = config.timestamp_format
 
     def decode(payload: bytes) -> Decoded:
-        try:
-            # Decode explicitly: json.loads(bytes) would also accept UTF-16/32.
-            document = json.loads(payload.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise DecodeError(f"payload is not UTF-8: {exc.reason}") from None
-        except ValueError as exc:  # also an integer of more than 4300 digits
-            raise DecodeError(f"invalid JSON: {exc}") from None
-        except RecursionError:
-            raise DecodeError("invalid JSON: nested too deeply") from None
-        if not isinstance(document, dict):
-            raise DecodeError(f"JSON payload is a {type(document).__name__}, not an object")
+        document = _json_object(payload)
         timestamp = None
         if ts_path is not None:
             try:
