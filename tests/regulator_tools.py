@@ -6,6 +6,7 @@ commands are signed with :data:`REGULATOR`, whose public key the gateway's confi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +184,24 @@ def write_config(path: Path, data: dict[str, Any]) -> None:
 
 def unique_tag(prefix: str) -> str:
     return f"{prefix}{os.getpid()}{uuid.uuid4().hex[:6]}"
+
+
+@contextlib.contextmanager
+def running_site(mosquitto, mosquitto_factory, tmp_path: Path, prefix: str) -> Iterator[dict]:
+    """A gateway process on ``mosquitto`` with an MQTT uplink to its own cloud broker, and a
+    regulator-side :class:`Cloud` client on that broker."""
+    cloud_broker = mosquitto_factory()
+    tag = unique_tag(prefix)
+    data = gateway_data(tmp_path / "g.db", mosquitto.port, cloud_broker.port, tag)
+    config_path = tmp_path / "gateway.yaml"
+    write_config(config_path, data)
+    process = GatewayProcess(config_path, tmp_path / "gateway.log")
+    process.start()
+    cloud = Cloud(cloud_broker.port, tag)
+    try:
+        cloud.ready()
+        yield {"data": data, "path": config_path, "db": tmp_path / "g.db", "cloud": cloud,
+               "process": process}  # fmt: skip
+    finally:
+        cloud.close()
+        process.stop()

@@ -38,8 +38,8 @@ def cmd_identity(args: argparse.Namespace) -> int:
 def cmd_cloud(args: argparse.Namespace) -> int:
     """Run the reference supervision-cloud receiver until SIGINT/SIGTERM."""
     from cloud_sync.receiver import ReceiverConfig, run_receiver
+    from edge.app.regulator_cli import mqtt_client_options
     from edge.errors import SetupError
-    from edge.tls import TLSConfig
 
     trust = _keys_from(args.trust, args.keys_file)
     token = _token(args)
@@ -48,16 +48,7 @@ def cmd_cloud(args: argparse.Namespace) -> int:
             "the receiver API needs authentication: --token-env/--token-file (bearer token)"
             " or --client-ca (client certificates)"
         )
-    mqtt_password = None
-    if args.mqtt_password_env:
-        from cloud_sync.config import read_secret
-
-        mqtt_password = read_secret(args.mqtt_password_env)
-    mqtt_tls = None
-    if args.mqtt_tls or args.mqtt_ca:
-        mqtt_tls = TLSConfig(
-            enabled=True, ca_file=args.mqtt_ca, cert_file=args.mqtt_cert, key_file=args.mqtt_key
-        )
+    mqtt_password, mqtt_tls = mqtt_client_options(args)
     config = ReceiverConfig(
         db=args.db,
         mqtt_host=args.mqtt_host,

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from edge.errors import SetupError
+from edge.tls import TLSConfig
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -65,10 +66,25 @@ def _command_args(args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
+def mqtt_client_options(args: argparse.Namespace) -> tuple[str | None, TLSConfig | None]:
+    """The cloud broker password (from ``--mqtt-password-env``) and TLS settings given on
+    the command line (``--mqtt-tls``/``--mqtt-ca``/``--mqtt-cert``/``--mqtt-key``)."""
+    password = None
+    if args.mqtt_password_env:
+        from cloud_sync.config import read_secret
+
+        password = read_secret(args.mqtt_password_env)
+    tls = None
+    if args.mqtt_tls or args.mqtt_ca:
+        tls = TLSConfig(
+            enabled=True, ca_file=args.mqtt_ca, cert_file=args.mqtt_cert, key_file=args.mqtt_key
+        )
+    return password, tls
+
+
 def cmd_command(args: argparse.Namespace) -> int:
     """Sign a command, send it over the cloud broker, print the gateway's reply."""
     from cloud_sync.receiver_commands import load_regulator_key, send_command, signed_payload
-    from edge.tls import TLSConfig
 
     key = load_regulator_key(args.key)
     command_id, payload = signed_payload(
@@ -82,16 +98,7 @@ def cmd_command(args: argparse.Namespace) -> int:
     if args.print_only:
         print(payload.decode("utf-8"))
         return 0
-    password = None
-    if args.mqtt_password_env:
-        from cloud_sync.config import read_secret
-
-        password = read_secret(args.mqtt_password_env)
-    tls = None
-    if args.mqtt_tls or args.mqtt_ca:
-        tls = TLSConfig(
-            enabled=True, ca_file=args.mqtt_ca, cert_file=args.mqtt_cert, key_file=args.mqtt_key
-        )
+    password, tls = mqtt_client_options(args)
     reply = send_command(
         payload,
         command_id,

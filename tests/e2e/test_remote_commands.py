@@ -18,31 +18,14 @@ from mqtt_tools import query, wait_for
 from regulator_tools import (
     PW_ENV,
     REGULATOR_NAME,
-    Cloud,
-    GatewayProcess,
-    gateway_data,
-    unique_tag,
-    write_config,
+    running_site,
 )
 
 
 @pytest.fixture
 def gateway(mosquitto, mosquitto_factory, tmp_path):
-    cloud_broker = mosquitto_factory()
-    tag = unique_tag("rc")
-    data = gateway_data(tmp_path / "g.db", mosquitto.port, cloud_broker.port, tag)
-    config_path = tmp_path / "gateway.yaml"
-    write_config(config_path, data)
-    process = GatewayProcess(config_path, tmp_path / "gateway.log")
-    process.start()
-    cloud = Cloud(cloud_broker.port, tag)
-    try:
-        cloud.ready()
-        yield {"data": data, "path": config_path, "db": tmp_path / "g.db", "cloud": cloud,
-               "process": process}  # fmt: skip
-    finally:
-        cloud.close()
-        process.stop()
+    with running_site(mosquitto, mosquitto_factory, tmp_path, "rc") as running:
+        yield running
 
 
 def _events(db, kind):

@@ -17,28 +17,17 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mqtt_tools import query, wait_for
-from regulator_tools import Cloud, GatewayProcess, gateway_data, unique_tag, write_config
+from regulator_tools import (
+    running_site,
+)
 
 from cloud_sync.envelope import MAX_ENVELOPE_BYTES
 
 
 @pytest.fixture
 def site(mosquitto, mosquitto_factory, tmp_path):
-    cloud_broker = mosquitto_factory()
-    tag = unique_tag("sc")
-    data = gateway_data(tmp_path / "g.db", mosquitto.port, cloud_broker.port, tag)
-    config_path = tmp_path / "gateway.yaml"
-    write_config(config_path, data)
-    process = GatewayProcess(config_path, tmp_path / "gateway.log")
-    process.start()
-    cloud = Cloud(cloud_broker.port, tag)
-    try:
-        cloud.ready()
-        yield {"data": data, "path": config_path, "db": tmp_path / "g.db", "cloud": cloud,
-               "process": process}  # fmt: skip
-    finally:
-        cloud.close()
-        process.stop()
+    with running_site(mosquitto, mosquitto_factory, tmp_path, "sc") as running:
+        yield running
 
 
 def _refusals(db):
