@@ -1,0 +1,1 @@
+"""The regulator console served by the reference receiver (alerts, handling trail, risk list)."""
