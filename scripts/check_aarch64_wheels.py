@@ -1,6 +1,7 @@
 """Check that every runtime dependency (and theirs) has a wheel a Raspberry Pi can install:
 Linux aarch64, glibc 2.28 (Raspberry Pi OS Bookworm has 2.36), CPython 3.11. Runtime means
-the base dependencies and the extras a site may install on the Pi (EXTRAS: the camera stack).
+the base dependencies and the extras a site may install on the Pi (EXTRAS: the camera stack
+and the technician console).
 
 Resolves against the package registry with pip; prints the wheels it found, exits 1 if
 pip could not find a wheel for one of them.
@@ -20,7 +21,7 @@ PLATFORM = "manylinux_2_28_aarch64"
 # from one --platform, so every tag it may take is named.
 PLATFORMS = ["manylinux2014_aarch64", *(f"manylinux_2_{minor}_aarch64" for minor in range(17, 29))]
 PYTHON = "3.11"
-EXTRAS = ("vision",)
+EXTRAS = ("vision", "console")
 
 
 def main() -> int:
