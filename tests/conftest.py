@@ -1,10 +1,11 @@
-"""Shared fixtures: a real mosquitto broker on loopback, config builders."""
+"""Shared fixtures: a real mosquitto broker on loopback, Debian's headless Chromium."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,8 @@ import pytest
 sys.path.append(str(Path(__file__).resolve().parent))
 
 from mosquitto import Mosquitto
+
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +37,26 @@ def mosquitto_factory() -> Iterator[Callable[..., Mosquitto]]:
     yield make
     for broker in brokers:
         broker.__exit__()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium through Playwright (never a browser download)."""
+    if not CHROMIUM.exists():
+        pytest.fail("the browser tests need Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context and page (20 s timeouts for a loaded CI machine)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    context.close()
