@@ -5,7 +5,8 @@ little (alarms overtake routine data, some records arrive twice), then fed in ba
 1,000 to the receiver's own ingest (``ReceiverDB.ingest``: schema, registered key, hash,
 signature, incremental chain checks, one SQLite transaction per batch) — the path both
 intakes use, without a broker in the way. Then ``GET /api/chain`` is asked over HTTP, with
-the bearer token, against the real HTTP API; it answers from the stored state.
+the bearer token, against the real HTTP API (the receiver's aiohttp application, a new
+connection per request); it answers from the stored state.
 
 Prints progress, then as its last line one JSON object:
 {"records", "ingest_records_per_s", "chain_ms_p50", "chain_ms_max", "verdict", ...}.
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync.chain import GENESIS, public_key_hex, record_hash, sign_hash
@@ -74,11 +76,13 @@ def signed_chain(key: Ed25519PrivateKey, count: int) -> Iterator[list[dict[str, 
 
 async def ask_chain(api: HttpApi, times: int) -> list[float]:
     """Latency (ms) of GET /api/chain?gateway= over HTTP with the bearer token."""
-    server = await asyncio.start_server(api.handle, "127.0.0.1", 0)
-    port = int(server.sockets[0].getsockname()[1])
+    runner = web.AppRunner(api.application(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = int(runner.addresses[0][1])
     request = (
         f"GET /api/chain?gateway={GATEWAY} HTTP/1.1\r\nHost: x\r\n"
-        f"Authorization: Bearer {TOKEN}\r\n\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
     ).encode()
     latencies = []
     try:
@@ -94,8 +98,7 @@ async def ask_chain(api: HttpApi, times: int) -> list[float]:
             if not response.startswith(b"HTTP/1.1 200"):
                 raise RuntimeError(response[:200].decode(errors="replace"))
     finally:
-        server.close()
-        await server.wait_closed()
+        await runner.cleanup()
     return latencies
 
 

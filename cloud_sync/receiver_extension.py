@@ -48,6 +48,8 @@ class ReceiverContext:
     """Bearer-token / client-certificate check of a request; ``None`` means refuse (401)."""
     topic_prefix: str
     """MQTT topic prefix (``offsite``): uplink topics are ``<prefix>/<gateway>/up/<suffix>``."""
+    publish: Callable[[str, bytes], object] | None = None
+    """Publish at QoS 1 with the receiver's MQTT client (e.g. a receipt); None: no broker."""
 
 
 class ReceiverExtension(Protocol):

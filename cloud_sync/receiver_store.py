@@ -9,7 +9,9 @@ Every record goes through the same gate in :meth:`ReceiverDB.ingest`: the protoc
 (:mod:`cloud_sync.record_schema`, with the gateway the transport vouches for), then the
 gateway's registered key (none: rejected), the hash, the signature; only then is it stored
 and checked against the chain. A rejected record is kept aside with its reason and never
-enters a chain; nothing a sender puts in a record can raise out of :meth:`ingest`.
+enters a chain; nothing a sender puts in a record can raise out of :meth:`ingest`. The
+key is the one in force at the record's seq (registered, or announced by an admitted
+key-rotation record: :mod:`cloud_sync.receiver_rotation`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cloud_sync.chain import record_hash, verify_signature
 from cloud_sync.errors import CloudSyncError
 from cloud_sync.receiver_keys import KEYS_SCHEMA, KeyRegistrationError, KeyRegistry
+from cloud_sync.receiver_queries import ReceiverQueries
+from cloud_sync.receiver_rotation import flag_retired, take_back
 from cloud_sync.receiver_verify import VERIFY_SCHEMA, ChainVerdict, admit, finding, verdict
 from cloud_sync.record_schema import RecordResult, parse_batch, record_problem
 from edge.errors import SetupError
@@ -94,8 +98,8 @@ MAX_KEPT_CHARS = 16384
 """A rejected record is kept up to this many characters of its JSON (enough to judge it)."""
 
 
-class ReceiverDB:
-    """The receiver's SQLite."""
+class ReceiverDB(ReceiverQueries):
+    """The receiver's SQLite: ingest here, queries in :mod:`cloud_sync.receiver_queries`."""
 
     def __init__(
         self,
@@ -126,9 +130,21 @@ class ReceiverDB:
         """Register ``gateway``'s public key (see :meth:`KeyRegistry.register`)."""
         return self.keys.register(gateway, key_hex, replace=replace)
 
-    def key_of(self, gateway: str) -> Ed25519PublicKey | None:
-        """The registered key of ``gateway`` (``None``: not registered)."""
-        return self.keys.key_of(gateway)
+    def key_of(self, gateway: str, seq: int | None = None) -> Ed25519PublicKey | None:
+        """The key of ``gateway`` (at ``seq``; ``None``: not registered)."""
+        return self.keys.key_of(gateway, seq)
+
+    def issue_token(self, gateway: str) -> str:
+        """A new HTTPS token for ``gateway`` (see :meth:`KeyRegistry.issue_token`)."""
+        return self.keys.issue_token(gateway)
+
+    def has_token(self, gateway: str) -> bool:
+        """Whether ``gateway`` has an HTTPS token."""
+        return self.keys.has_token(gateway)
+
+    def gateway_of_token(self, token: str) -> str | None:
+        """The gateway an HTTPS token belongs to (``None``: none)."""
+        return self.keys.gateway_of_token(token)
 
     # -- ingest -------------------------------------------------------------------------
 
@@ -168,7 +184,7 @@ class ReceiverDB:
         if problem:
             kind = "gateway_mismatch" if problem.startswith("gateway: record says") else "schema"
             return self._reject(cur, r, kind, problem, via=via, now=now)
-        key = self.key_of(r["gateway"])
+        key = self.key_of(r["gateway"], r["seq"])
         if key is None:
             return self._reject(
                 cur, r, "unregistered", "gateway has no registered key", via=via, now=now
@@ -186,7 +202,7 @@ class ReceiverDB:
             )
         if not verify_signature(key, digest, r["sig"]):
             finding(cur, r["gateway"], "bad_signature", r["seq"], id=rid)
-            reason = "signature does not verify with the registered key"
+            reason = "signature does not verify with the gateway's key at this seq"
             return self._reject(cur, r, "bad_signature", reason, via=via, now=now)
         held = cur.execute(
             "SELECT count(*), sum(hash = ?) FROM records WHERE gateway = ? AND seq = ?",
@@ -207,12 +223,28 @@ class ReceiverDB:
             ),
         )  # fmt: skip
         admit(cur, r, first_at_seq=held[0] == 0, clock_tolerance_s=self.clock_tolerance_s)
+        if r["body"]["type"] == "key_rotation" and not held[0]:
+            # Only the first record at a seq may rotate: a second one is an equivocation
+            # (reported), never a way to swap the key under records already held.
+            self._rotated(cur, r, now)
         if held[0]:
             log.warning(
                 "equivocation gateway=%s seq=%d id=%s: a second, validly signed record",
                 r["gateway"], r["seq"], rid,
             )  # fmt: skip
         return RecordResult(rid, "accepted")
+
+    def _rotated(self, cur: sqlite3.Cursor, r: Mapping[str, Any], now: float) -> None:
+        gateway, seq = str(r["gateway"]), int(r["seq"])
+        key_hex = str(r["body"]["new_public_key"])
+        if not self.keys.rotate(gateway, seq, key_hex, str(r["id"]), float(r["created_at"])):
+            return  # already rotated at this seq (the same record taken back twice)
+        if flag_retired(cur, self.keys, gateway, seq):
+            log.warning(
+                "records signed with a retired key gateway=%s rotation_seq=%d", gateway, seq
+            )
+        for record, via in take_back(cur, self.keys, gateway, seq):
+            self._one(cur, record, via, gateway, now)
 
     def reject_message(self, gateway: str | None, reason: str, payload: bytes, via: str) -> None:
         """Keep aside a whole message that is not a record batch, with the reason."""
@@ -267,96 +299,6 @@ class ReceiverDB:
         )  # fmt: skip
         return RecordResult(rid, "rejected", f"{kind}: {reason}")
 
-    # -- queries ------------------------------------------------------------------------
-
-    def records(
-        self,
-        *,
-        gateway: str | None = None,
-        data_class: str | None = None,
-        body_type: str | None = None,
-        after: int = 0,
-        limit: int = 1000,
-    ) -> list[dict[str, Any]]:
-        """Admitted records in arrival order, filtered (rejected ones: :meth:`rejected`)."""
-        sql = (
-            "SELECT arrival, id, gateway, seq, data_class, created_at, clock_synced, body, prev,"
-            " hash, sig, resent, received_at FROM records WHERE arrival > ?"
-        )
-        params: list[Any] = [after]
-        for column, value in (("gateway", gateway), ("data_class", data_class)):
-            if value:
-                sql += f" AND {column} = ?"
-                params.append(value)
-        if body_type:
-            sql += " AND json_extract(body, '$.type') = ?"
-            params.append(body_type)
-        sql += " ORDER BY arrival LIMIT ?"
-        params.append(limit)
-        return [
-            {
-                "arrival": row[0],
-                "id": row[1],
-                "gateway": row[2],
-                "seq": row[3],
-                "class": row[4],
-                "created_at": row[5],
-                "clock_synced": None if row[6] is None else bool(row[6]),
-                "body": json.loads(row[7]),
-                "prev": row[8],
-                "hash": row[9],
-                "sig": row[10],
-                "resent": bool(row[11]),
-                "received_at": row[12],
-            }
-            for row in self.conn.execute(sql, params)
-        ]
-
-    def rejected(
-        self, *, gateway: str | None = None, after: int = 0, limit: int = 1000
-    ) -> list[dict[str, Any]]:
-        """Rejected records with their reason, in arrival order."""
-        sql = (
-            "SELECT n, gateway, seq, id, kind, reason, record, via, received_at FROM rejected"
-            " WHERE n > ?"
-        )
-        params: list[Any] = [after]
-        if gateway:
-            sql += " AND gateway = ?"
-            params.append(gateway)
-        sql += " ORDER BY n LIMIT ?"
-        params.append(limit)
-        keys = ("n", "gateway", "seq", "id", "kind", "reason", "record", "via", "received_at")
-        return [dict(zip(keys, row, strict=True)) for row in self.conn.execute(sql, params)]
-
-    def gateways(self) -> list[dict[str, Any]]:
-        """Per gateway: last seen, record, duplicate and rejected counts, key registered."""
-        rows = self.conn.execute(
-            "SELECT g.gateway, g.last_seen, g.duplicates, coalesce(c.records, 0),"
-            " k.public_key IS NOT NULL FROM gateways g"
-            " LEFT JOIN chain_state c ON c.gateway = g.gateway"
-            " LEFT JOIN keys k ON k.gateway = g.gateway ORDER BY g.gateway"
-        ).fetchall()
-        return [
-            {
-                "gateway": gateway,
-                "last_seen": last_seen,
-                "records": records,
-                "duplicates": dups,
-                "rejected": sum(self._rejected_counts(gateway).values()),
-                "key_source": "registered" if registered else None,
-            }
-            for gateway, last_seen, dups, records, registered in rows
-        ]
-
-    def _rejected_counts(self, gateway: str) -> dict[str, int]:
-        return {
-            str(kind): int(n)
-            for kind, n in self.conn.execute(
-                "SELECT kind, count(*) FROM rejected WHERE gateway = ? GROUP BY kind", (gateway,)
-            )
-        }
-
     def verify(self, gateway: str) -> ChainVerdict:
         """The verdict on ``gateway``'s chain, from the incrementally kept state."""
         return verdict(
@@ -364,26 +306,7 @@ class ReceiverDB:
             gateway,
             registered=self.key_of(gateway) is not None,
             rejected=self._rejected_counts(gateway),
-        )
-
-    def gateway_names(self) -> list[str]:
-        """Every gateway that sent something or has a key."""
-        return [
-            str(g)
-            for (g,) in self.conn.execute(
-                "SELECT gateway FROM gateways UNION SELECT gateway FROM keys ORDER BY 1"
-            )
-        ]
-
-    def idempotent_response(self, key: str) -> str | None:
-        """The stored response of an already processed batch."""
-        row = self.conn.execute("SELECT response FROM idempotency WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def remember(self, key: str, response: str) -> None:
-        """Store a batch response under its idempotency key."""
-        self.conn.execute(
-            "INSERT OR IGNORE INTO idempotency (key, response) VALUES (?, ?)", (key, response)
+            rotations=self.keys.rotations(gateway),
         )
 
     def close(self) -> None:

@@ -72,7 +72,7 @@ CREATE INDEX IF NOT EXISTS findings_kind ON findings (gateway, kind, seq);
 FLAGGED_CLASSES = frozenset({"alarm", "event"})
 """A gap that covered records of these classes is flagged, never explained."""
 
-TAMPERING = ("equivocation", "restart", "fork")
+TAMPERING = ("equivocation", "restart", "fork", "retired_key")
 """Findings that mean the chain itself cannot be trusted."""
 ATTENTION = ("clock_backwards", "bad_signature", "bad_hash")
 """Findings about an intact chain: a clock running backwards, forged submissions (rejected)."""
@@ -268,6 +268,8 @@ class ChainVerdict:
     gaps: list[dict[str, Any]] = field(default_factory=list)
     """Every announced gap range with what it covered (counts by class, time span)."""
     rejected: dict[str, int] = field(default_factory=dict)
+    rotations: list[dict[str, Any]] = field(default_factory=list)
+    """The gateway's key rotations (seq of the rotation record, new key), in seq order."""
 
     @property
     def verdict(self) -> str:
@@ -306,6 +308,7 @@ class ChainVerdict:
             "unexplained_gaps": [list(g) for g in self.unexplained_gaps],
             "gaps": self.gaps,
             "rejected": self.rejected,
+            "rotations": self.rotations,
         }
 
 
@@ -323,7 +326,12 @@ def _subtract(hole: tuple[int, int], covers: list[tuple[int, int]]) -> list[tupl
 
 
 def verdict(
-    conn: sqlite3.Connection, gateway: str, *, registered: bool, rejected: dict[str, int]
+    conn: sqlite3.Connection,
+    gateway: str,
+    *,
+    registered: bool,
+    rejected: dict[str, int],
+    rotations: list[dict[str, Any]] | None = None,
 ) -> ChainVerdict:
     """The stored verdict of ``gateway``'s chain (reads only small, indexed tables)."""
     state = conn.execute(
@@ -378,4 +386,5 @@ def verdict(
         unexplained_gaps=unexplained,
         gaps=gaps,
         rejected=rejected,
+        rotations=rotations or [],
     )

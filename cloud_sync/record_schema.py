@@ -99,6 +99,10 @@ def record_problem(record: Any, *, gateway: str | None = None) -> str | None:
         return "resent: not a boolean"
     if body.get("type") == "gap":
         return _gap_problem(body)
+    if body.get("type") == "key_rotation":
+        new_key = body.get("new_public_key")
+        if not isinstance(new_key, str) or _HEX64.fullmatch(new_key) is None:
+            return "body.new_public_key: not 64 lowercase hex digits (an Ed25519 public key)"
     return None
 
 

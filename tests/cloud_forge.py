@@ -158,8 +158,13 @@ class CloudProcess:
             cwd=ROOT,
         )
 
-    def start(self, *extra: str) -> CloudProcess:
-        """Start the receiver and wait until /health answers."""
+    def start(self, *extra: str, subscribed: bool = True) -> CloudProcess:
+        """Start the receiver; wait until /health answers and its MQTT intake is subscribed.
+
+        A message published before the receiver's subscription is confirmed is not kept
+        for it (a new session), so tests publish only after ``subscribed``; pass
+        ``subscribed=False`` when the broker is meant to be unreachable or refusing.
+        """
         args = [
             sys.executable, str(PROC), "cloud", "--db", str(self.db),
             "--mqtt-host", "127.0.0.1", "--mqtt-port", str(self.mqtt_port),
@@ -170,15 +175,24 @@ class CloudProcess:
             self.process = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ)
             )
-        deadline = time.monotonic() + 20
+        self.wait_health("subscribed" if subscribed else None)
+        return self
+
+    def wait_health(self, mqtt: str | None = None, timeout: float = 20.0) -> dict[str, Any]:
+        """Wait until /health answers (and reports the MQTT intake ``mqtt``); its body."""
+        deadline = time.monotonic() + timeout
+        health: dict[str, Any] = {}
         while time.monotonic() < deadline:
+            assert self.process is not None
             assert self.process.poll() is None, self.log()[-3000:]
             try:
-                if self.request("GET", "/health", token=None)[0] == 200:
-                    return self
+                status, _, health = self.request("GET", "/health", token=None)
             except OSError:
-                time.sleep(0.1)
-        raise AssertionError("receiver did not answer /health in time")
+                status = 0
+            if status == 200 and (mqtt is None or health.get("mqtt") == mqtt):
+                return health
+            time.sleep(0.1)
+        raise AssertionError(f"receiver health not reached in time (mqtt={mqtt}): {health}")
 
     def stop(self) -> None:
         """SIGTERM, then wait (the receiver shuts down cleanly)."""

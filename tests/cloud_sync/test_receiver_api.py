@@ -1,6 +1,7 @@
 """The receiver's HTTP API and MQTT client, as a separate process: who may ask, how much.
 
-Authentication (bearer token, health without), bounded pages and bodies, per-record
+Authentication (operator and per-gateway bearer tokens, health without), bounded pages
+and bodies, per-record
 reasons on rejection, the HTTPS uplink counting only what the receiver names accepted,
 keys registered on a running receiver, MQTT over TLS with a password, broker outages logged.
 """
@@ -8,12 +9,16 @@ keys registered on a running receiver, MQTT over TLS with a password, broker out
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -201,11 +206,13 @@ def test_broker_outage_is_logged_and_recovered(
     broker.stop()
     cert, key = self_signed(tmp_path)
     proc = CloudProcess(tmp_path, broker, cert, key)
-    proc.start("--trust", f"{GW}={gateway.public_hex}")
+    proc.start("--trust", f"{GW}={gateway.public_hex}", subscribed=False)
     try:
         wait_log(proc, f"cloud broker unreachable broker=127.0.0.1:{broker.port}")
+        assert proc.wait_health()["mqtt"] == "connecting"
         broker.start()
         wait_log(proc, "receiver connected")
+        proc.wait_health("subscribed")  # publishing before the SUBACK would lose messages
         proc.publish(GW, gateway.chain(2))
         proc.wait_seen(GW, 2)
     finally:
@@ -243,7 +250,7 @@ def test_mqtt_over_tls_with_a_password(
     proc = CloudProcess(tmp_path, broker, cert, key)
     proc.mqtt_port = tls_port
     tls = ("--mqtt-ca", str(cert), "--mqtt-username", "cloud")
-    proc.start(*tls, "--mqtt-password-env", "OFFSITE_TEST_MQTT_PW")
+    proc.start(*tls, "--mqtt-password-env", "OFFSITE_TEST_MQTT_PW", subscribed=False)
     try:
         wait_log(proc, "cloud broker refused the receiver")
     finally:
@@ -279,3 +286,81 @@ def test_uplink_counts_as_delivered_only_the_ids_the_response_names():
     assert accepted_seqs(records, b'{"accepted": ["id-1", "id-3", "id-9"]}') == [1, 3]
     for body in (b"", b"OK", b"{}", b'{"accepted": 3}', b"[1]", b'{"accepted": [null, 2]}'):
         assert accepted_seqs(records, body) == [], body
+
+
+def _issued_token(stdout: str, gateway: str) -> str:
+    lines = [line for line in stdout.splitlines() if line.startswith(f"{gateway}: HTTPS token")]
+    assert len(lines) == 1, stdout
+    return lines[0].rsplit(" ", 1)[1]
+
+
+def test_a_gateway_token_posts_only_its_own_records_and_reads_nothing(
+    cloud: CloudProcess, gateway: Signer
+):
+    other = Signer("gw-own")
+    done = cloud.cli("cloud", "register", "--db", str(cloud.db), "--gateway", "gw-own",
+                     "--public-key", other.public_hex)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    token = _issued_token(done.stdout, "gw-own")
+    # Only a hash is stored.
+    with closing(sqlite3.connect(cloud.db)) as db:
+        assert token not in str(db.execute("SELECT * FROM gateway_tokens").fetchall())
+    own = other.chain(2)
+    status, _, body = cloud.request("POST", "/v1/records", batch("gw-own", own), token=token)
+    assert status == 200, body
+    assert body["accepted"] == [r["id"] for r in own]
+    # Another gateway's batch, and the API, are refused with a reason.
+    status, reason, body = cloud.request(
+        "POST", "/v1/records", batch(GW, gateway.chain(1)), token=token
+    )
+    assert (status, reason) == (403, "Forbidden")
+    assert "may not send for 'gw-api'" in body["error"]
+    for path in ("/api/chain", "/api/records", "/api/gateways", "/api/rejected"):
+        status, _, body = cloud.request("GET", path, token=token)
+        assert status == 403, path
+        assert "only POST its own records" in body["error"]
+    assert cloud.chain("gw-own")["records"] == 2
+    assert cloud.chain(GW)["records"] == 0
+    # Registering again shows no token; --new-token replaces it (the old one stops at once).
+    again = cloud.cli("cloud", "register", "--db", str(cloud.db), "--gateway", "gw-own",
+                      "--public-key", other.public_hex)  # fmt: skip
+    assert "already registered" in again.stdout
+    assert "HTTPS token" not in again.stdout
+    renewed = cloud.cli("cloud", "register", "--db", str(cloud.db), "--gateway", "gw-own",
+                        "--public-key", other.public_hex, "--new-token")  # fmt: skip
+    new_token = _issued_token(renewed.stdout, "gw-own")
+    more = other.chain(3)[2:]
+    assert cloud.request("POST", "/v1/records", batch("gw-own", more), token=token)[0] == 401
+    assert cloud.request("POST", "/v1/records", batch("gw-own", more), token=new_token)[0] == 200
+
+
+def test_a_chunked_body_is_taken_and_bounded_like_any_other(cloud: CloudProcess, gateway: Signer):
+    def post_chunked(body: bytes) -> tuple[int, Any]:
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", cloud.port, context=cloud.context, timeout=20
+        )
+        try:
+            conn.request(
+                "POST",
+                "/v1/records",
+                body=iter([body[: len(body) // 2], body[len(body) // 2 :]]),
+                headers={
+                    "Authorization": f"Bearer {cloud.token}",
+                    "Content-Type": "application/json",
+                },
+                encode_chunked=True,
+            )
+            response = conn.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            conn.close()
+
+    records = gateway.chain(2)
+    status, body = post_chunked(batch(GW, records))
+    assert status == 200, body
+    assert body["accepted"] == [r["id"] for r in records]
+    big = batch(GW, [gateway.record(3, records[-1]["hash"], body={"type": "x", "pad": "y" * 9000})])
+    status, body = post_chunked(big)
+    assert status == 413
+    assert body["error"] == "body larger than 4096 bytes"
+    assert cloud.chain(GW)["records"] == 2

@@ -239,3 +239,38 @@ def test_invalid_records_are_kept_aside_acknowledged_and_never_redelivered(
     while cloud.chain(GW)["records"] < 3 and time.monotonic() < deadline:
         time.sleep(0.1)  # the sentinel may be counted as seen before its chain step is stored
     assert cloud.chain(GW)["records"] == 3
+
+
+def test_key_rotation_is_a_signed_record_and_the_old_key_stops_at_it(cloud: CloudProcess, gateway):
+    new = Signer(GW)
+    records = gateway.chain(3)
+    t0 = records[0]["created_at"] - 1  # seq n is made at t0 + n
+    rotation = gateway.record(
+        4,
+        records[-1]["hash"],
+        body={"type": "key_rotation", "new_public_key": new.public_hex},
+        created_at=t0 + 4,
+    )
+    after = new.chain(2, start=5, prev=rotation["hash"], t0=t0)
+    # Over HTTPS before the rotation record is known: refused, so the uplink keeps them.
+    status, body = cloud.post(GW, after)
+    assert status == 422
+    assert all(r["reason"].startswith("bad_signature:") for r in body["rejected"])
+    cloud.publish(GW, [*records, rotation])
+    cloud.wait_seen(GW, 6)  # 4 admitted; the 2 rejected ones taken back once it arrived
+    verdict = cloud.chain(GW)
+    assert verdict["verdict"] == "ok", verdict
+    assert (verdict["records"], verdict["rejected"]) == (6, {})
+    assert [(r["seq"], r["new_public_key"]) for r in verdict["rotations"]] == [(4, new.public_hex)]
+    assert cloud.post(GW, after)[1]["duplicates"] == 2  # the uplink's retry: delivered
+    # The new key signing before the rotation, the old one after it: forgeries.
+    early = new.record(
+        3, records[1]["hash"], body={"type": "event", "kind": "forged"}, created_at=t0 + 3
+    )
+    late = gateway.record(7, after[-1]["hash"], created_at=t0 + 7)
+    status, body = cloud.post(GW, [early, late])
+    assert status == 422
+    assert [r["reason"].split(":")[0] for r in body["rejected"]] == ["bad_signature"] * 2
+    verdict = cloud.chain(GW)
+    assert verdict["verdict"] == "attention"
+    assert [f["seq"] for f in verdict["bad_signature"]] == [3, 7]
