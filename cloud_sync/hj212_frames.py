@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.aggregate import level_from_energy
-from edge.hj212 import build_data_segment, build_frame
+from edge.hj212 import MAX_DATA_SEGMENT, packetise
 
-MAX_SEGMENT = 1024
+MAX_SEGMENT = MAX_DATA_SEGMENT
 
 FLAG_RANK = "DBFTCMSN"
 """Data flags (HJ 212-2017 Table 8), worst first: fault, comms fault, stopped, over range,
@@ -298,43 +298,9 @@ def build_packets(
 ) -> list[bytes]:
     """Frames for one data record, split with PNUM/PNO when longer than 1024 bytes.
 
-    The packets of one record share its QN (they are one upload); ``Flag`` is 5 (2017,
-    answer required) or 4, plus D=2 when split.
+    The packets of one record share its QN (they are one upload) and each repeats
+    ``DataTime``; ``Flag`` is 5 (2017, answer required) or 4, plus D=2 when split
+    (:func:`edge.hj212.packetise`).
     """
-    flag = 5 if ack else 4
-
-    def header(extra: Mapping[str, str], f: int) -> dict[str, str]:
-        return {"QN": qn, "ST": st, "CN": cn, "PW": pw, "MN": mn, "Flag": str(f), **extra}
-
-    whole = build_data_segment(header({}, flag), {"DataTime": when, **dict(items)})
-    if len(whole.encode()) <= MAX_SEGMENT:
-        return [build_frame(whole)]
-    # Split: pack items greedily, leaving room for PNUM/PNO fields. A code's value and
-    # its flags stay together so a packet never carries a value without its flag.
-    groups: list[list[tuple[str, str]]] = []
-    for key, value in items:
-        base = key.rsplit("-", 1)[0]
-        if groups and groups[-1][0][0].rsplit("-", 1)[0] == base:
-            groups[-1].append((key, value))
-        else:
-            groups.append([(key, value)])
-    chunks: list[list[tuple[str, str]]] = [[]]
-    for group in groups:
-        trial = chunks[-1] + group
-        seg = build_data_segment(
-            header({"PNUM": "9999", "PNO": "9999"}, flag | 2), {"DataTime": when, **dict(trial)}
-        )
-        if len(seg.encode()) > MAX_SEGMENT and chunks[-1]:
-            chunks.append(list(group))
-        else:
-            chunks[-1] = trial
-    total = len(chunks)
-    return [
-        build_frame(
-            build_data_segment(
-                header({"PNUM": str(total), "PNO": str(i + 1)}, flag | 2),
-                {"DataTime": when, **dict(chunk)},
-            )
-        )
-        for i, chunk in enumerate(chunks)
-    ]
+    header = {"QN": qn, "ST": st, "CN": cn, "PW": pw, "MN": mn, "Flag": "5" if ack else "4"}
+    return packetise(header, items, lead=[("DataTime", when)], limit=MAX_SEGMENT)

@@ -14,6 +14,9 @@ milliseconds and unique per frame the gateway originates.
 A reader task takes every frame the platform sends: 9014 answers wake the waiting send;
 requests (1011/1012 time, 1000 timeouts, …) are answered by
 :mod:`cloud_sync.hj212_platform`, and set requests leave a (bounded) audit record.
+History requests (2051/2061/2031 with BeginTime/EndTime) are queued to a history task per
+connection that streams the stored periods (:mod:`cloud_sync.hj212_history`), so a long
+range never holds up the 9014 answers to live uploads.
 Records the standard cannot carry (events, status) are acknowledged without sending.
 """
 
@@ -25,6 +28,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from cloud_sync.config import Hj212UplinkConfig, read_secret
@@ -40,8 +44,10 @@ from cloud_sync.hj212_frames import (
     local_stamp,
     realtime_items,
 )
-from cloud_sync.hj212_platform import Context, answer
+from cloud_sync.hj212_history import HistoryFrames, serve_queue
+from cloud_sync.hj212_platform import Context, HistoryRequest, answer
 from cloud_sync.outbox import OutRecord
+from edge.clock import clock_synchronised
 from edge.errors import OffsiteEdgeError
 from edge.hj212 import FrameError, Hj212Message, parse_frame
 from edge.tls import client_ssl_context
@@ -51,13 +57,20 @@ __all__ = ["Hj212Uplink", "build_packets"]
 log = logging.getLogger(__name__)
 
 Audit = Callable[[dict[str, Any]], Awaitable[None]]
+HISTORY_QUEUE = 4  # history requests waiting on one connection; more are refused (busy)
 
 
 class Hj212Uplink:
     """One TCP connection to an HJ 212 platform."""
 
     def __init__(
-        self, config: Hj212UplinkConfig, gateway_id: str, *, on_audit: Audit | None = None
+        self,
+        config: Hj212UplinkConfig,
+        gateway_id: str,
+        *,
+        on_audit: Audit | None = None,
+        db_path: Path | None = None,
+        clock_synced: Callable[[], bool | None] | None = None,
     ) -> None:
         self.name = config.name
         self.config = config
@@ -79,6 +92,11 @@ class Hj212Uplink:
         self._audit_last: dict[str, float] = {}
         self._audit_suppressed: dict[str, int] = {}
         self._days = DayCollector(config.utc_offset_hours)
+        self._db_path = db_path  # read-only, for history requests; None: they are refused
+        # Whether the clock is NTP-synchronised decides a platform time-set (1012).
+        self._clock_synced = clock_synchronised if clock_synced is None else clock_synced
+        self._history: asyncio.Queue[HistoryRequest] = asyncio.Queue(HISTORY_QUEUE)
+        self._history_task: asyncio.Task[None] | None = None
 
     # --- what the roof tells us about the sensors ------------------------------------
 
@@ -132,6 +150,11 @@ class Hj212Uplink:
             self._read_loop(self._reader, self._writer),
             name=f"offsite-edge.cloud[{self.name}].hj212-read",
         )
+        self._history = asyncio.Queue(HISTORY_QUEUE)  # requests die with their connection
+        self._history_task = asyncio.create_task(
+            self._history_loop(self._history, self._writer),
+            name=f"offsite-edge.cloud[{self.name}].hj212-history",
+        )
 
     async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Take every frame from the platform: 9014 answers and requests."""
@@ -180,11 +203,16 @@ class Hj212Uplink:
             now=now,
             utc_offset_hours=cfg.utc_offset_hours,
             time_tolerance_s=cfg.time_tolerance_s,
+            clock_synced=self._clock_synced(),
+            history=self._db_path is not None,
+            history_busy=self._history.full(),
         )
         reply = answer(frame, ctx)
         for out in reply.frames:
             writer.write(out)
         await writer.drain()
+        if reply.history is not None:
+            self._history.put_nowait(reply.history)  # 9011 first, then the uploads
         if reply.timeout_s is not None and reply.retries is not None:
             self.timeout_s, self.retries = reply.timeout_s, reply.retries
         if reply.realtime is not None:
@@ -208,6 +236,25 @@ class Hj212Uplink:
             await self._on_audit(body)
         except (OffsiteEdgeError, OSError, sqlite3.Error) as exc:
             log.error("hj212 uplink %s: audit of CN=%s not recorded: %s", self.name, cn, exc)
+
+    async def _history_loop(
+        self, queue: asyncio.Queue[HistoryRequest], writer: asyncio.StreamWriter
+    ) -> None:
+        """Serve history requests one at a time on this connection, each audited."""
+        cfg = self.config
+        frames = HistoryFrames(
+            utc_offset_hours=cfg.utc_offset_hours,
+            mn_of=lambda s: cfg.sensor_mn.get(s, cfg.mn),
+            st_of=self.st_of,
+            book_of=self.book_of,
+            sensor_of=lambda s: self.sensors.get(s, Hj212Sensor()),
+        )
+
+        async def audit(job: HistoryRequest, body: dict[str, Any]) -> None:
+            await self._audit(job.cn, body, time.time())
+
+        if self._db_path is not None:
+            await serve_queue(queue, path=self._db_path, frames=frames, writer=writer, audit=audit)
 
     # --- data ------------------------------------------------------------------------
 
@@ -341,9 +388,10 @@ class Hj212Uplink:
     async def close(self) -> None:
         """Close the connection and stop the reader."""
         writer, self._writer, self._reader = self._writer, None, None
-        task, self._read_task = self._read_task, None
+        tasks = [t for t in (self._read_task, self._history_task) if t is not None]
+        self._read_task = self._history_task = None
         self.connected = False
-        if task is not None:
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

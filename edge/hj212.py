@@ -9,7 +9,7 @@ The length counts bytes of the UTF-8 data segment; the CRC covers the data segme
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from edge.errors import OffsiteEdgeError
@@ -136,3 +136,121 @@ def build_frame(data_segment: str) -> bytes:
     if len(data) > MAX_DATA_SEGMENT:
         raise FrameError(f"data segment of {len(data)} bytes exceeds {MAX_DATA_SEGMENT}")
     return b"##%04d%s%04X\r\n" % (len(data), data, crc16(data))
+
+
+# --- split packets (HJ 212-2017 §6.3.2: Flag D bit, PNUM/PNO) -------------------------
+
+MAX_PACKETS = 9999  # PNUM is N4 (Table 3: 9 characters with "PNUM=")
+FLAG_ACK = 1  # Flag bit A: an answer is required
+FLAG_SPLIT = 2  # Flag bit D: PNUM/PNO present
+
+
+def _code_of(key: str) -> str:
+    # ``w01001-Avg`` → ``w01001``: the fields of one pollutant code travel together.
+    return key.rsplit("-", 1)[0]
+
+
+def packetise(
+    header: Mapping[str, str],
+    items: Sequence[tuple[str, str]],
+    *,
+    lead: Sequence[tuple[str, str]] = (),
+    limit: int = MAX_DATA_SEGMENT,
+) -> list[bytes]:
+    """Frames for one message, split into packets when its data segment exceeds ``limit``.
+
+    ``header`` holds QN, ST, CN, PW, MN and Flag. Unsplit, the message is one frame. Split,
+    every packet repeats the header (the same QN: the packets are one message) with Flag's
+    D bit set and ``PNUM`` (packets in all) and ``PNO`` (1-based) after Flag, repeats the
+    ``lead`` items (e.g. ``DataTime``) and carries its share of ``items`` in order;
+    consecutive items of one pollutant code (``w01001-Avg``, ``w01001-Flag``) stay in one
+    packet, so a value never travels without its flag. Each packet has its own length and
+    CRC. Raises FrameError when one code's items alone cannot fit a packet, or more than
+    9999 packets would be needed.
+    """
+    whole = build_data_segment(header, dict([*lead, *items]))
+    if len(whole.encode("utf-8")) <= limit:
+        return [build_frame(whole)]
+    flag = int(header.get("Flag", "4")) | FLAG_SPLIT
+    head = {k: v for k, v in header.items() if k not in {"PNUM", "PNO"}}
+    head["Flag"] = str(flag)
+
+    def packet_head(pnum: str, pno: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key, value in head.items():
+            out[key] = value
+            if key == "Flag":
+                out |= {"PNUM": pnum, "PNO": pno}
+        if "Flag" not in head:
+            out |= {"PNUM": pnum, "PNO": pno}
+        return out
+
+    # Bytes of a packet with no items, with PNUM/PNO at their widest (4 digits each).
+    empty = len(build_data_segment(packet_head("9999", "9999"), dict(lead)).encode("utf-8"))
+    groups: list[list[tuple[str, str]]] = []
+    for key, value in items:
+        if groups and _code_of(groups[-1][0][0]) == _code_of(key):
+            groups[-1].append((key, value))
+        else:
+            groups.append([(key, value)])
+    chunks: list[list[tuple[str, str]]] = []
+    used = limit + 1  # forces a first chunk
+    for group in groups:
+        size = sum(len(f"{k}={v}".encode()) + 1 for k, v in group)  # +1: each ';'
+        if used + size > limit:
+            if empty + size - (0 if lead else 1) > limit:
+                raise FrameError(
+                    f"items of {_code_of(group[0][0])[:20]!r} need {size} bytes: "
+                    f"they cannot fit a {limit}-byte packet"
+                )
+            chunks.append([])
+            used = empty - (0 if lead else 1)  # the first item of a bare CP has no ';'
+        chunks[-1].extend(group)
+        used += size
+    if not chunks:
+        raise FrameError(f"header of {len(whole.encode('utf-8'))} bytes exceeds {limit}")
+    if len(chunks) > MAX_PACKETS:
+        raise FrameError(f"message needs {len(chunks)} packets, more than PNUM allows")
+    total = str(len(chunks))
+    return [
+        build_frame(build_data_segment(packet_head(total, str(n)), dict([*lead, *chunk])))
+        for n, chunk in enumerate(chunks, start=1)
+    ]
+
+
+def reassemble(packets: Sequence[Hj212Message]) -> Hj212Message:
+    """Join the packets of one split message (any order) back into one message.
+
+    Checks what a platform must: one QN, one PNUM, every PNO from 1 to PNUM exactly once,
+    the same header otherwise; the lead items every packet repeats must agree. The result
+    has no PNUM/PNO and Flag's D bit cleared. A single unsplit message is returned as is.
+    """
+    if len(packets) == 1 and "PNUM" not in packets[0].header:
+        return packets[0]
+    if not packets:
+        raise FrameError("no packets to reassemble")
+    qns = {p.header.get("QN", "") for p in packets}
+    if len(qns) != 1:
+        raise FrameError(f"packets of one message carry {len(qns)} different QNs")
+    pnums = {p.header.get("PNUM", "") for p in packets}
+    if len(pnums) != 1 or not next(iter(pnums)).isdigit():
+        raise FrameError(f"packets disagree on PNUM: {sorted(pnums)[:4]}")
+    total = int(next(iter(pnums)))
+    numbers = sorted(int(p.header.get("PNO", "0") or 0) for p in packets)
+    if numbers != list(range(1, total + 1)):
+        raise FrameError(f"PNO {numbers[:8]} is not 1..{total} once each")
+
+    def bare(message: Hj212Message) -> dict[str, str]:
+        return {k: v for k, v in message.header.items() if k not in {"PNUM", "PNO"}}
+
+    first = bare(packets[0])
+    if any(bare(p) != first for p in packets):
+        raise FrameError("packets of one message have different headers")
+    cp: dict[str, str] = {}
+    for packet in sorted(packets, key=lambda p: int(p.header["PNO"])):
+        for key, value in packet.cp.items():
+            if key in cp and cp[key] != value:
+                raise FrameError(f"CP item {key[:20]!r} differs between packets")
+            cp[key] = value
+    first["Flag"] = str(int(first.get("Flag", "0") or 0) & ~FLAG_SPLIT)
+    return Hj212Message(header=first, cp=cp)

@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 
 from edge.aggregate import leq
-from edge.hj212 import build_data_segment, build_frame, parse_frame
+from edge.hj212 import build_data_segment, build_frame, parse_frame, reassemble
 
 MN_WATER = "010000A8900016F000169DC0"
 MN_NOISE = "010000A8900016F000169DC1"
@@ -18,20 +18,41 @@ class StandardPlatform:
 
     Answers every frame whose Flag has A=1 with ``ST=91;CN=9014;Flag=4`` and the frame's
     QN; after the first 2051 it sends two requests of its own on the same connection,
-    1011 (read time) and 1012 (set time, an hour ahead), and records what comes back.
+    1011 (read time) and 1012 (set time, an hour ahead), and records what comes back
+    (``ask_time=False`` leaves them out). A test sends further requests with
+    :meth:`send` (e.g. a history request 2051 with BeginTime/EndTime); every frame with
+    a request's QN is kept in ``replies[qn]`` in arrival order, split packets included.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, ask_time: bool = True) -> None:
         self.frames: list = []  # data frames from the gateway
         self.replies: dict[str, list] = {}  # request QN -> frames answering it
         self.requests: dict[str, str] = {}  # request QN -> CN
+        self.ask_time = ask_time
+        self.connected = asyncio.Event()
+        self._writer = None
 
-    def _request(self, qn: str, cn: str, cp: dict[str, str]) -> bytes:
+    def _request(self, qn: str, cn: str, cp: dict[str, str], mn: str = MN_WATER) -> bytes:
         self.requests[qn] = cn
-        head = {"QN": qn, "ST": "21", "CN": cn, "PW": PLATFORM_PW, "MN": MN_WATER, "Flag": "5"}
+        head = {"QN": qn, "ST": "21", "CN": cn, "PW": PLATFORM_PW, "MN": mn, "Flag": "5"}
         return build_frame(build_data_segment(head, cp))
 
+    async def send(self, qn: str, cn: str, cp: dict[str, str], mn: str = MN_WATER) -> None:
+        """Send a request on the gateway's connection (wait for ``connected`` first)."""
+        assert self._writer is not None, "the gateway has not connected"
+        self._writer.write(self._request(qn, cn, cp, mn))
+        await self._writer.drain()
+
+    def finished(self, qn: str) -> bool:
+        """Whether the request ``qn`` got its last answer (a 9012, or a 9011 refusal)."""
+        got = self.replies.get(qn, [])
+        return any(f.cn == "9012" for f in got) or any(
+            f.cn == "9011" and f.cp.get("QnRtn") != "1" for f in got
+        )
+
     async def handle(self, reader, writer) -> None:
+        self._writer = writer
+        self.connected.set()
         try:
             while True:
                 frame = parse_frame(await reader.readuntil(b"\r\n"))
@@ -50,7 +71,7 @@ class StandardPlatform:
                         "Flag": "4",
                     }
                     writer.write(build_frame(build_data_segment(head, {})))
-                if frame.cn == "2051" and not self.requests:
+                if self.ask_time and frame.cn == "2051" and not self.requests:
                     ahead = dt.datetime.now(BEIJING) + dt.timedelta(hours=1)
                     writer.write(self._request("20240101000000001", "1011", {}))
                     for qn in ("20240101000000002", "20240101000000003"):
@@ -61,6 +82,21 @@ class StandardPlatform:
             pass
         finally:
             writer.close()
+
+
+def uploads(frames: list) -> list:
+    """Data uploads among a request's answers, split packets reassembled (one per message).
+
+    Packets of one message share the QN; a new message starts with PNO=1 (or no PNO).
+    """
+    messages: list[list] = []
+    for frame in frames:
+        if frame.cn.startswith("90"):
+            continue
+        if frame.header.get("PNO", "1") == "1":
+            messages.append([])
+        messages[-1].append(frame)
+    return [reassemble(m) for m in messages]
 
 
 BEIJING = dt.timezone(dt.timedelta(hours=8))

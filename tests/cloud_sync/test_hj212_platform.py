@@ -3,6 +3,7 @@ retries, checked against HJ 212-2017."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 
@@ -41,20 +42,44 @@ def test_1011_read_time_answers_9011_upload_9012():
 
 
 def test_1012_set_time_is_audited_never_applied():
-    near = answer(request("1012", {"SystemTime": "20240501120030"}), CTX)
+    synced = dataclasses.replace(CTX, clock_synced=True)
+    near = answer(request("1012", {"SystemTime": "20240501120030"}), synced)
     assert [f.cp for f in replies(near)] == [{"QnRtn": "1"}, {"ExeRtn": "1"}]
     assert near.audit is not None
     assert near.audit["result"]["clock_set"] is False
     assert near.audit["result"]["offset_s"] == 30.0
-    far = answer(request("1012", {"SystemTime": "20240501130000"}), CTX)
+    assert near.audit["result"]["refused"] is False
+    far = answer(request("1012", {"SystemTime": "20240501130000"}), synced)
     assert [f.cp for f in replies(far)] == [{"QnRtn": "1"}, {"ExeRtn": "3"}]
     assert far.audit is not None
     assert far.audit["type"] == "command"
     assert far.audit["command"]["cn"] == "1012"
-    bad = answer(request("1012", {"SystemTime": "20241301120000"}), CTX)
+    assert far.audit["command"]["cp"] == {"SystemTime": "20240501130000"}
+    assert far.audit["result"] == {
+        "asked": "20240501130000",
+        "gateway_time": "20240501120000",
+        "offset_s": 3600.0,
+        "tolerance_s": 60.0,
+        "clock_synchronised": True,
+        "refused": True,
+        "clock_set": False,
+        "exe_rtn": "3",
+    }
+    bad = answer(request("1012", {"SystemTime": "20241301120000"}), synced)
     assert [f.cp for f in replies(bad)] == [{"QnRtn": "2"}]
     assert bad.audit is not None
     assert bad.audit["ok"] is False
+
+
+@pytest.mark.parametrize("state", [False, None])
+def test_1012_while_the_clock_is_not_trusted_is_accepted_and_recorded(state):
+    ctx = dataclasses.replace(CTX, clock_synced=state)
+    far = answer(request("1012", {"SystemTime": "20240503120000"}), ctx)
+    assert [f.cp for f in replies(far)] == [{"QnRtn": "1"}, {"ExeRtn": "1"}]
+    assert far.audit is not None
+    result = far.audit["result"]
+    assert (result["offset_s"], result["clock_synchronised"]) == (2 * 86400.0, state)
+    assert (result["refused"], result["clock_set"], result["exe_rtn"]) == (False, False, "1")
 
 
 def test_wrong_password_or_mn_is_refused_with_the_right_qnrtn():
@@ -204,3 +229,74 @@ def test_platform_settings_apply_to_the_connection(monkeypatch):
     ]
     assert [a["command"]["cn"] for a in audits] == ["1000"]
     assert audits[0]["result"] == {"timeout_s": 5.0, "retries": 1, "applied": True}
+
+
+def test_1000_overtime_and_recount_govern_the_resends(monkeypatch):
+    import asyncio
+
+    from cloud_sync.errors import UplinkError
+    from cloud_sync.hj212_uplink import Hj212Uplink
+
+    monkeypatch.setenv("OFFSITE_TEST_HJ212_PW", "123456")
+    got: list = []
+    set_done = asyncio.Event()
+
+    async def platform(reader, writer):
+        # Sets OverTime=1 s, ReCount=1, then never answers a data upload.
+        head = {"QN": "20240501120000001", "ST": "21", "CN": "1000", "PW": "123456", "MN": MN}
+        cp = {"OverTime": "1", "ReCount": "1"}
+        writer.write(build_frame(build_data_segment({**head, "Flag": "5"}, cp)))
+        await writer.drain()
+        try:
+            while True:
+                frame = parse_frame(await reader.readuntil(b"\r\n"))
+                got.append(frame)
+                if frame.cn == "9012":
+                    set_done.set()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def run():
+        server = await asyncio.start_server(platform, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        # The config's 10 s / 3 resends would take 40 s; the platform's 1 s / 1 take 2 s.
+        uplink = Hj212Uplink(_uplink_config(port), "gw")
+        await uplink.connect()
+        await asyncio.wait_for(set_done.wait(), 10)
+        with pytest.raises(UplinkError, match="after 1 resends"):
+            await uplink.send([_minute_record(3, 1_714_536_000)])
+        await uplink.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(run())
+    assert [f.cp for f in got if f.cn in {"9011", "9012"}] == [{"QnRtn": "1"}, {"ExeRtn": "1"}]
+    uploads = [f for f in got if f.cn == "2051"]
+    assert len(uploads) == 2  # the first send and ReCount=1 resend
+    assert len({f.header["QN"] for f in uploads}) == 1
+
+
+def test_history_requests_are_checked_before_the_9011():
+    cp = {"BeginTime": "20240501100000", "EndTime": "20240501110000"}
+    ok = answer(request("2061", cp), dataclasses.replace(CTX, history=True))
+    assert [(f.cn, f.cp) for f in replies(ok)] == [("9011", {"QnRtn": "1"})]
+    assert ok.history is not None
+    assert (ok.history.cn, ok.history.begin, ok.history.end) == (
+        "2061",
+        NOW - 2 * 3600,
+        NOW - 3600,
+    )
+    assert ok.audit is None  # audited once streamed, with what was sent
+    for ctx, error in [
+        (CTX, "no store to read history from"),
+        (dataclasses.replace(CTX, history=True, history_busy=True), "busy"),
+    ]:
+        out = answer(request("2051", cp), ctx)
+        assert [f.cp for f in replies(out)] == [{"QnRtn": "2"}]
+        assert out.history is None
+        assert out.audit is not None
+        assert error in out.audit["error"]
+    missing = answer(
+        request("2031", {"BeginTime": "20240501"}), dataclasses.replace(CTX, history=True)
+    )
+    assert [f.cp for f in replies(missing)] == [{"QnRtn": "2"}]

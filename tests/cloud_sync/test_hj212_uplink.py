@@ -153,6 +153,8 @@ def test_hj212_frames_field_by_field_and_platform_requests(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OFFSITE_TEST_HJ212_PW", PLATFORM_PW)
+    # The clock is NTP-synchronised: a platform time-set an hour off is refused.
+    monkeypatch.setattr("cloud_sync.hj212_uplink.clock_synchronised", lambda: True)
     asyncio.run(_standard(tmp_path))
 
 
@@ -283,6 +285,8 @@ async def _standard(tmp_path: Path) -> None:
     assert [a["command"]["cn"] for a in audits] == ["1012"]
     assert audits[0]["result"]["clock_set"] is False
     assert audits[0]["result"]["exe_rtn"] == "3"
+    assert audits[0]["result"]["refused"] is True
+    assert audits[0]["result"]["clock_synchronised"] is True
     assert audits[0]["uplink"] == "prov"
 
 

@@ -150,3 +150,108 @@ def test_crc_field_is_exactly_4_hex_digits(crc):
     data = b"QN=1;MN=M1;CP=&&LA-Rtd=50.1&&"
     with pytest.raises(hj212.FrameError, match="not hexadecimal"):
         hj212.parse_frame(b"##%04d%s%s\r\n" % (len(data), data, crc))
+
+
+# --- split packets -----------------------------------------------------------------------
+
+_HEADER = {"QN": "20240101120000000", "ST": "21", "CN": "2051", "PW": "123456", "MN": "M1"}
+_SUFFIXES = ("Min", "Avg", "Max", "Flag", "EFlag", "Data")
+# Values never contain the separators ; , = & (the codec does not escape); some are
+# Chinese, so a packet's length is counted in UTF-8 bytes, not characters.
+_value = st.text(alphabet="0123456789.-NMT测试数据", min_size=1, max_size=12)
+_group = st.tuples(
+    st.from_regex(r"[a-z][0-9]{5}|L[A-Za-z]{1,3}", fullmatch=True),
+    st.lists(st.sampled_from(_SUFFIXES), min_size=1, max_size=6, unique=True),
+    st.lists(_value, min_size=6, max_size=6),
+)
+
+
+def _items(groups):
+    items, seen = [], set()
+    for code, suffixes, values in groups:
+        if code in seen:
+            continue
+        seen.add(code)
+        items += [(f"{code}-{s}", v) for s, v in zip(suffixes, values, strict=False)]
+    return items
+
+
+@given(
+    st.lists(_group, min_size=1, max_size=60),
+    st.integers(min_value=200, max_value=1024),
+    st.sampled_from(["4", "5"]),
+    st.booleans(),
+)
+def test_any_data_segment_splits_into_valid_packets_and_reassembles(groups, limit, flag, lead):
+    items = _items(groups)
+    header = {**_HEADER, "Flag": flag}
+    leading = [("DataTime", "20240101120000")] if lead else []
+    whole = hj212.build_data_segment(header, dict([*leading, *items]))
+    split_head = {**header, "Flag": "7", "PNUM": "9999", "PNO": "9999"}
+    too_big = [
+        code
+        for code in {k.rsplit("-", 1)[0] for k, _ in items}
+        if len(
+            hj212.build_data_segment(
+                split_head, dict([*leading, *[i for i in items if i[0].startswith(code + "-")]])
+            ).encode()
+        )
+        > limit
+    ]
+    if len(whole.encode()) > limit and too_big:
+        # Refused only when one code's items alone cannot fit a packet of this size.
+        with pytest.raises(hj212.FrameError, match="cannot fit"):
+            hj212.packetise(header, items, lead=leading, limit=limit)
+        return
+    packets = hj212.packetise(header, items, lead=leading, limit=limit)
+    parsed = []
+    for packet in packets:
+        data = packet[6:-6]
+        assert int(packet[2:6]) == len(data) <= limit  # length counts UTF-8 bytes
+        assert packet[-6:-2] == b"%04X" % hj212.crc16(data)  # each packet its own CRC
+        assert packet.endswith(b"\r\n")
+        parsed.append(hj212.parse_frame(packet))
+    if len(whole.encode()) <= limit:
+        assert packets == [hj212.build_frame(whole)]
+    else:
+        n = len(packets)
+        assert all(list(p.header) == [*_HEADER, "Flag", "PNUM", "PNO"] for p in parsed)
+        assert {p.header["QN"] for p in parsed} == {_HEADER["QN"]}  # one message, one QN
+        assert {p.header["Flag"] for p in parsed} == {str(int(flag) | 2)}  # D bit
+        assert [p.header["PNUM"] for p in parsed] == [str(n)] * n
+        assert [p.header["PNO"] for p in parsed] == [str(i) for i in range(1, n + 1)]
+        assert all(list(p.cp)[: len(leading)] == [k for k, _ in leading] for p in parsed)
+        # A code's fields travel together: each code appears in exactly one packet.
+        owners = {}
+        for number, p in enumerate(parsed):
+            for key in p.cp:
+                if key != "DataTime":
+                    owners.setdefault(key.rsplit("-", 1)[0], set()).add(number)
+        assert all(len(o) == 1 for o in owners.values())
+    joined = hj212.reassemble(list(reversed(parsed)))  # order of arrival does not matter
+    assert dict(joined.header) == header
+    assert list(joined.cp.items()) == [*leading, *items]
+
+
+def _split_message():
+    items = [(f"a{n:05d}-Avg", "1.000") for n in range(150)]
+    packets = [hj212.parse_frame(p) for p in hj212.packetise({**_HEADER, "Flag": "5"}, items)]
+    assert len(packets) >= 3
+    return packets
+
+
+def test_reassemble_refuses_a_missing_packet_or_a_foreign_qn():
+    packets = _split_message()
+    with pytest.raises(hj212.FrameError, match="PNO"):
+        hj212.reassemble(packets[:-1])
+    with pytest.raises(hj212.FrameError, match="PNO"):
+        hj212.reassemble([*packets, packets[0]])
+    foreign = hj212.Hj212Message(header={**packets[1].header, "QN": "1"}, cp=packets[1].cp)
+    with pytest.raises(hj212.FrameError, match="QNs"):
+        hj212.reassemble([packets[0], foreign, *packets[2:]])
+
+
+def test_a_code_too_long_for_any_packet_is_refused():
+    items = [(f"a00001-{s}", "9" * 300) for s in ("Min", "Avg", "Max", "Flag")]
+    with pytest.raises(hj212.FrameError, match="cannot fit"):
+        hj212.packetise({**_HEADER, "Flag": "5"}, items)
