@@ -237,6 +237,26 @@ class LimitOverride(StrictModel):
         return self
 
 
+class PeriodOverride(StrictModel):
+    """A sensor's change to how a profile quantity is evaluated, with its legal basis."""
+
+    period: Literal["window", "day_night", "hour", "samples"] | None = Field(
+        default=None, description="Evaluation period kind (default: the profile's)."
+    )
+    rolling: bool | None = Field(default=None, description="Hours: trailing, not clock hours.")
+    sample_s: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="Samples: sample length in seconds."
+    )
+    samples: Annotated[int, Field(ge=1, le=100)] | None = Field(
+        default=None, description="Samples: samples per block."
+    )
+    min_coverage: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        default=None, description="Valid data: share of the period with data."
+    )
+    early_warning: bool | None = Field(default=None, description="Projected-exceedance warnings.")
+    clause: str = Field(min_length=1, description="Legal basis of the change (clause, permit).")
+
+
 class StandardRef(StrictModel):
     """Which standard profile a sensor is judged against, with its parameters."""
 
@@ -274,6 +294,10 @@ class StandardRef(StrictModel):
     )
     overrides: tuple[LimitOverride, ...] = Field(
         default=(), description="Stricter local limits, with who and why."
+    )
+    evaluation: dict[str, PeriodOverride] = Field(
+        default_factory=dict,
+        description="Per profile quantity: change its evaluation period or validity rule.",
     )
 
     @field_validator("day_start", "night_start")

@@ -5,6 +5,12 @@ severity) rule, runs each sealed window through :func:`sensors.rules.step` with 
 of the window's time period, and turns the resulting actions into ``exceedance`` events
 with stable ids. It is ``SensorMonitor``'s collaborator for everything about limits: the
 monitor owns the windows and hands over each one once it is sealed.
+
+Quantities a profile evaluates over a period (``evaluation:`` in the profile: day/night,
+clock or rolling hours, sample blocks) are not judged per window: each window is folded
+into the period by :class:`~sensors.period_events.PeriodJudge`, which opens an exceedance
+once it is certain and closes it at the period's end; rolling hours come back as window
+values for :func:`sensors.rules.step`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from sensors.adoption import exceedance_key, matching_limit, resumed_rule
 from sensors.config import StandardRef
 from sensors.fume import FumeSpec, efficiency_window, normalised_window
 from sensors.health import EVENT_STATUS
+from sensors.period_events import FIXED_KINDS, PROJECTED_KIND, PeriodJudge
+from sensors.periods import Calendar, Evaluation, local_iso
 from sensors.rules import (
     Action,
     Aggregate,
@@ -37,7 +45,7 @@ from sensors.rules import (
 )
 from sensors.window import Metric, SealedWindow
 
-__all__ = ["ADVISORY_KIND", "ExceedanceTracker"]
+__all__ = ["ADVISORY_KIND", "PROJECTED_KIND", "ExceedanceTracker"]
 
 ADVISORY_KIND = "advisory"
 """Event kind of a breached guidance row (``advisory`` in the profile): never an exceedance."""
@@ -60,8 +68,12 @@ class ExceedanceTracker:
         metrics: Mapping[str, Metric],
         fume: Mapping[str, FumeSpec] | None = None,
         advisory: Mapping[str, str] | None = None,
+        evaluation: Mapping[str, Evaluation] | None = None,
+        calendar: Calendar | None = None,
     ) -> None:
         self._sensor_id = sensor_id
+        self._calendar = calendar
+        self._evaluations = dict(evaluation or {})
         # airflow-aware fume quantities (sensors.fume) and guidance-only quantities -> label
         self._fume = dict(fume or {})
         self._advisory = dict(advisory or {})
@@ -90,6 +102,30 @@ class ExceedanceTracker:
         self._rules: dict[tuple[str, str], RuleState] = {}
         self._rule_ids: dict[tuple[str, str], str] = {}
         self._rule_limits: dict[tuple[str, str], Limit] = {}
+        # quantities judged over the standard's periods (sensors.period_events)
+        self._periods = (
+            PeriodJudge(
+                sensor_id=sensor_id,
+                calendar=calendar,
+                evaluations=evaluation,
+                limits=self._limits,
+                metrics=metrics,
+                context=self._context,
+                update_every_s=self._timing.update_every_s,
+            )
+            if evaluation and calendar is not None
+            else None
+        )
+
+    @property
+    def periods(self) -> PeriodJudge | None:
+        """The period judge (None when every quantity is judged per window)."""
+        return self._periods
+
+    def expire(self, ts: float, events: list[Event]) -> None:
+        """Finish periods that ended by device time ``ts`` (the sensor fell silent)."""
+        if self._periods is not None:
+            self._periods.advance(ts, events)
 
     def _period(self, start: float) -> str:
         if self._tz is None or "any" in self._limits:
@@ -99,9 +135,17 @@ class ExceedanceTracker:
         return period_at(seconds, self._day_start, self._night_start)
 
     def judge(self, window: SealedWindow, events: list[Event]) -> None:
-        """Judge one sealed window against its period's limits; append the events."""
+        """Judge one sealed window against its period's limits; append the events.
+
+        Quantities a profile evaluates over periods are folded into their period (judged
+        there); rolling hours come back as a window value for the usual lifecycle.
+        """
+        periods = self._periods
+        if periods is not None:
+            periods.advance(window.start, events)
         limits = self._limits.get(self._period(window.start), ())
         applicable: set[tuple[str, str]] = set()
+        folded: dict[str, tuple[WindowValue, dict[str, Any]] | None] = {}
         for limit in limits:
             metric = self._metrics[limit.quantity]
             stats = window.stats.get(metric.reading, _EMPTY)
@@ -116,15 +160,40 @@ class ExceedanceTracker:
                 )
             else:
                 value, self._extra[key] = normalised_window(spec, window.stats, metric.reading)
-            wv = WindowValue(
-                start=window.start,
-                end=window.end,
-                value=value,
-                n=stats.n,
-                flags=stats.flags,
-            )
+            ev = periods.evaluation(limit.quantity) if periods is not None else None
+            if ev is not None and periods is not None:
+                if limit.quantity not in folded:
+                    if ev.rolling:
+                        folded[limit.quantity] = periods.rolling(
+                            limit.quantity, window, stats, value
+                        )
+                    else:
+                        folded[limit.quantity] = None
+                        periods.fold(
+                            limit.quantity,
+                            window,
+                            stats,
+                            value,
+                            events=events,
+                            extra=self._extra.get(key),
+                        )
+                rolled = folded[limit.quantity]
+                if rolled is None:
+                    continue  # judged over its period
+                wv = rolled[0]
+                self._extra[key] = {**self._extra.get(key, {}), **rolled[1]}
+            else:
+                wv = WindowValue(
+                    start=window.start,
+                    end=window.end,
+                    value=value,
+                    n=stats.n,
+                    flags=stats.flags,
+                )
             applicable.add(key)
             self._advance(key, limit, self._rules.get(key, RuleState()), wv, events)
+        if periods is not None:
+            periods.advance(window.end, events)  # a period ending with this window
         # A rule that only exists in one period (night-time Lmax) ends with its period.
         for key, state in list(self._rules.items()):
             if key not in applicable and state.phase in (Phase.ACTIVE, Phase.CLEARING):
@@ -166,6 +235,17 @@ class ExceedanceTracker:
             detail["closed_because"] = "limit not applicable in this period"
         elif key in self._extra:
             detail.update(self._extra[key])  # how the window's value was computed
+        if self._calendar is not None and "evaluation" not in detail:
+            # judged per window: the window is the standard's measurement period
+            ev = self._evaluations.get(limit.quantity)
+            detail.update(
+                evaluation="window",
+                standard_quantity=ev.name(limit.period, limit.quantity) if ev else limit.quantity,
+                period_clause=ev.clause if ev else None,
+                period_start_local=local_iso(wv.start, self._calendar),
+                period_end_local=local_iso(wv.end, self._calendar),
+                valid=True if wv.value is not None else None,
+            )
         # a local override on the quantity is a real limit, not the guidance row
         advisory = self._advisory.get(limit.quantity) if limit.override_by is None else None
         if advisory is not None:
@@ -191,6 +271,8 @@ class ExceedanceTracker:
 
         Returns False when no configured limit matches it any more.
         """
+        if event.kind == PROJECTED_KIND or event.detail.get("evaluation") in FIXED_KINDS:
+            return self._periods is not None and self._periods.adopt(event)
         key = exceedance_key(event)
         if key is None:
             return False
@@ -207,8 +289,11 @@ class ExceedanceTracker:
 
     def open_events(self) -> dict[str, str]:
         """Open exceedance event ids by ``exceedance:<quantity>:<severity>``."""
-        return {
+        out = {
             f"exceedance:{key[0]}:{key[1]}": self._rule_ids[key]
             for key, state in self._rules.items()
             if state.phase in (Phase.ACTIVE, Phase.CLEARING)
         }
+        if self._periods is not None:
+            out.update(self._periods.open_events())
+        return out

@@ -10,12 +10,17 @@ Clocks: windows follow the device's timestamps (so an Leq covers the interval th
 measured), while offline detection uses the receive clock passed to ``tick`` (a device
 with a wrong clock is still seen as alive or silent correctly).
 
+Windows are aligned in the profile's local time zone and never straddle a day/night
+boundary (:func:`sensors.periods.window_bounds`), so each belongs to one period; quantities
+a standard judges over longer periods (Ld/Ln, 1-hour means, 5-sample means) are folded
+from these windows by :mod:`sensors.period_events` (docs/standards.md).
+
 The monitor owns the windows and the maintenance mode; collaborators own the rest: the
 window accumulators are :mod:`sensors.window`, the exceedance lifecycle
-:mod:`sensors.exceedances`, the health events :mod:`sensors.health_events`, reading back
-an event a previous run left open (for :meth:`SensorMonitor.adopt`)
-:mod:`sensors.adoption`, and binding a sensor's config to its profile (for
-:func:`build_monitors`) :mod:`sensors.profile_binding`.
+:mod:`sensors.exceedances` (periods: :mod:`sensors.period_events`), the health events
+:mod:`sensors.health_events`, reading back an event a previous run left open (for
+:meth:`SensorMonitor.adopt`) :mod:`sensors.adoption`, and binding a sensor's config to
+its profile (for :func:`build_monitors`) :mod:`sensors.profile_binding`.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ from edge.events import Event, EventStatus, Severity
 from edge.ids import new_id
 from sensors.adoption import resumed_mode
 from sensors.config import HealthConfig, StandardRef
-from sensors.exceedances import ADVISORY_KIND, ExceedanceTracker
+from sensors.exceedances import ADVISORY_KIND, PROJECTED_KIND, ExceedanceTracker
 from sensors.fume import FumeSpec
 from sensors.health_events import HealthTracker
 from sensors.modes import Mode, ModeState, change_mode
+from sensors.periods import Calendar, Evaluation, window_bounds
 from sensors.profile_binding import MonitoredQuantity, MonitoredSensor, bind_profile
 from sensors.rules import EVIDENCE_FLAGS, OVER_RANGE_FLAG, Aggregate, Limit
 from sensors.standards import Profile
@@ -65,8 +71,12 @@ class SensorMonitor:
         fume: Mapping[str, FumeSpec] | None = None,
         advisory: Mapping[str, str] | None = None,
         grading: Grading | None = None,
+        evaluation: Mapping[str, Evaluation] | None = None,
+        calendar: Calendar | None = None,
     ) -> None:
         self.sensor_id = sensor_id
+        # windows aligned in the profile's local time, never across day/night (None: UTC)
+        self._calendar = calendar
         monitored = {q: Metric(*m) for q, m in (metrics or {}).items()}
         self._health = health or HealthConfig()
         self._window_s = ref.window_s if ref is not None else 60.0
@@ -81,6 +91,8 @@ class SensorMonitor:
             metrics=monitored,
             fume=fume,
             advisory=advisory,
+            evaluation=evaluation,
+            calendar=calendar,
         )
         # GB 3838-style grading of each window into a class (sensors.water_class_events)
         self._water = (
@@ -109,6 +121,7 @@ class SensorMonitor:
             self._acc(name)
         self._window_start = -math.inf
         self._window_end = -math.inf
+        self._last_end = -math.inf  # end of the last window sealed (device time)
         self._sealed: list[SealedWindow] = []
         self._seen = 0
         self._last_seen_rx: float | None = None
@@ -190,8 +203,11 @@ class SensorMonitor:
         if self._window_start != -math.inf:
             stats = {name: acc.snapshot_and_reset() for name, acc in self._accs.items()}
             self._sealed.append(SealedWindow(self._window_start, self._window_end, stats))
+            self._last_end = self._window_end
         if ts is None:
             self._window_start = self._window_end = -math.inf
+        elif self._calendar is not None:
+            self._window_start, self._window_end = window_bounds(ts, self._window_s, self._calendar)
         else:
             start = math.floor(ts / self._window_s) * self._window_s
             self._window_start = start
@@ -219,6 +235,9 @@ class SensorMonitor:
                 self._exceedances.judge(window, events)
                 if self._water is not None:
                     self._water.judge(window, events)
+        if self._window_start == -math.inf and self._last_end != -math.inf:
+            # silent sensor: finish periods that have ended by the device's clock (estimated)
+            self._exceedances.expire(self._last_end + silent, events)
         self._health_events.judge(
             now,
             last_seen=self._last_seen_rx,
@@ -273,7 +292,7 @@ class SensorMonitor:
         """
         if event.source != self.sensor_id:
             return False
-        if event.kind in ("exceedance", ADVISORY_KIND):
+        if event.kind in ("exceedance", ADVISORY_KIND, PROJECTED_KIND):
             return self._exceedances.adopt(event)
         if event.kind == WATER_CLASS_KIND:
             return self._water is not None and self._water.adopt(event)
@@ -298,6 +317,14 @@ class SensorMonitor:
         """Open exceedance and health event ids by a readable key (for status views)."""
         water = self._water.open_events() if self._water is not None else {}
         return {**self._exceedances.open_events(), **water, **self._health_events.open_events()}
+
+    @property
+    def periods(self) -> dict[str, Any]:
+        """Evaluation periods for status: counts (valid/invalid/exceeded) and the latest."""
+        judge = self._exceedances.periods
+        if judge is None:
+            return {}
+        return {"counts": judge.counts, "latest": judge.latest}
 
     @property
     def water_class(self) -> dict[str, Any] | None:
@@ -337,5 +364,7 @@ def build_monitors(
             fume=bound.fume,
             advisory=bound.advisory,
             grading=bound.grading,
+            evaluation=bound.evaluation,
+            calendar=bound.calendar,
         )
     return monitors

@@ -11,17 +11,26 @@ of import cycles).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 from sensors.config import StandardRef
 from sensors.errors import ProfileError
 from sensors.fume import FumeSpec, airflow_factor
+from sensors.periods import Calendar, Evaluation, PeriodKind
 from sensors.rules import Aggregate, Limit
 from sensors.standards import Profile, QuantitySpec, numeric_param, resolve_limits
 from sensors.water_class import Grading, grading_for
 
-__all__ = ["MonitoredQuantity", "MonitoredSensor", "ProfileBinding", "bind_profile"]
+__all__ = [
+    "MonitoredQuantity",
+    "MonitoredSensor",
+    "ProfileBinding",
+    "bind_profile",
+    "calendar_for",
+    "evaluations",
+]
 
 
 class MonitoredQuantity(Protocol):
@@ -68,6 +77,77 @@ class ProfileBinding:
     fume: dict[str, FumeSpec] = field(default_factory=dict)  # airflow-aware quantities
     advisory: dict[str, str] = field(default_factory=dict)  # guidance quantity -> label
     grading: Grading | None = None  # per-window quality class (GB 3838), if the profile has one
+    evaluation: dict[str, Evaluation] = field(default_factory=dict)  # quantity -> period
+    calendar: Calendar | None = None  # local window/period alignment (None: UTC epoch)
+
+
+def evaluations(profile: Profile, ref: StandardRef) -> dict[str, Evaluation]:
+    """Each quantity's evaluation period: the profile's spec with the sensor's overrides."""
+    out: dict[str, Evaluation] = {}
+    for quantity in ref.evaluation:
+        if quantity not in profile.quantities:
+            raise ProfileError(f"{profile.name}: evaluation of unknown quantity {quantity!r}")
+    for quantity in profile.quantities:
+        spec = profile.evaluation.get(quantity)
+        ov = ref.evaluation.get(quantity)
+        if spec is None and ov is None:
+            continue
+        base = (
+            Evaluation(
+                kind=PeriodKind(spec.period),
+                clause=spec.clause,
+                names=tuple(sorted(spec.names.items())),
+                rolling=spec.rolling,
+                sample_s=spec.sample_s,
+                samples=spec.samples,
+                discard_below=spec.discard_below,
+                min_samples=spec.min_samples,
+                min_coverage=spec.min_coverage,
+                coverage_clause=spec.coverage_clause,
+                coverage_note=spec.coverage_note,
+                warn_after=spec.warn_after,
+                early_warning=spec.early_warning,
+            )
+            if spec is not None
+            else Evaluation(clause="", coverage_clause="")
+        )
+        if ov is not None:
+            base = replace(
+                base,
+                kind=base.kind if ov.period is None else PeriodKind(ov.period),
+                rolling=base.rolling if ov.rolling is None else ov.rolling,
+                sample_s=base.sample_s if ov.sample_s is None else ov.sample_s,
+                samples=base.samples if ov.samples is None else ov.samples,
+                min_coverage=base.min_coverage if ov.min_coverage is None else ov.min_coverage,
+                early_warning=base.early_warning if ov.early_warning is None else ov.early_warning,
+                override_clause=ov.clause,
+            )
+            if ov.min_coverage is not None:
+                base = replace(base, coverage_clause=ov.clause)
+            if base.kind is PeriodKind.DAY_NIGHT and not profile.periods:
+                raise ProfileError(f"{profile.name}: {quantity} has no day/night periods")
+            if base.rolling and base.kind is not PeriodKind.HOUR:
+                raise ProfileError(f"{profile.name}: {quantity}: 'rolling' is for hours only")
+            if base.kind is PeriodKind.SAMPLES and base.min_samples > base.samples:
+                raise ProfileError(f"{profile.name}: {quantity}: fewer samples than min_samples")
+        out[quantity] = base
+    return out
+
+
+def calendar_for(profile: Profile, ref: StandardRef) -> Calendar:
+    """The profile's local day/night calendar for this sensor (zone and boundaries)."""
+    try:
+        tz = ZoneInfo(ref.timezone)
+    except (ValueError, OSError) as exc:
+        raise ProfileError(f"unknown time zone {ref.timezone!r}") from exc
+    if ref.day_start == ref.night_start:
+        raise ProfileError("day_start and night_start must differ")
+    return Calendar(
+        tz,
+        ref.seconds_of(ref.day_start),
+        ref.seconds_of(ref.night_start),
+        day_night=profile.periods,
+    )
 
 
 def _fume_spec(
@@ -112,6 +192,8 @@ def bind_profile(sensor: MonitoredSensor, profiles: Mapping[str, Profile]) -> Pr
     fume: dict[str, FumeSpec] = {}
     grading: Grading | None = None
     advisory: dict[str, str] = {}
+    evaluation: dict[str, Evaluation] = {}
+    calendar: Calendar | None = None
     if ref is not None:
         profile = profiles.get(ref.profile)
         if profile is None:
@@ -125,6 +207,8 @@ def bind_profile(sensor: MonitoredSensor, profiles: Mapping[str, Profile]) -> Pr
             if reading in units_by_reading and spec.aggregate is not Aggregate.EFFICIENCY:
                 units[qname] = units_by_reading[reading]
         try:
+            evaluation = evaluations(profile, ref)
+            calendar = calendar_for(profile, ref)
             limits = resolve_limits(profile, ref, units)
             reported = {q for q, m in metrics.items() if m[1] in units_by_reading}
             grading = grading_for(profile, ref, units, reported & set(units))
@@ -165,4 +249,6 @@ def bind_profile(sensor: MonitoredSensor, profiles: Mapping[str, Profile]) -> Pr
         fume=fume,
         advisory=advisory,
         grading=grading,
+        evaluation=evaluation,
+        calendar=calendar,
     )

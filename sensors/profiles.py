@@ -22,6 +22,7 @@ from sensors.rules import Aggregate
 __all__ = [
     "BoundKind",
     "Confidence",
+    "EvaluationSpec",
     "GradingSpec",
     "LimitRow",
     "LimitValue",
@@ -122,6 +123,56 @@ class QuantitySpec(StrictModel):
         return self
 
 
+class EvaluationSpec(StrictModel):
+    """Over what a quantity is judged (its evaluation period) and when that is valid data.
+
+    ``window``: each base window (``StandardRef.window_s``) on its own; ``day_night``: the
+    whole day or night period (Ld/Ln); ``hour``: clock hours, or trailing hours with
+    ``rolling``; ``samples``: blocks of ``samples`` consecutive samples of ``sample_s``,
+    mean with the ¼ rule. See docs/standards.md and :mod:`sensors.periods`.
+    """
+
+    period: Literal["window", "day_night", "hour", "samples"] = Field(
+        description="Evaluation period kind."
+    )
+    clause: str = Field(min_length=1, description="Where the standard sets this period.")
+    names: dict[str, str] = Field(
+        default_factory=dict,
+        description="The standard's name of the value per period (day/night/any), e.g. Ld.",
+    )
+    rolling: bool = Field(default=False, description="Hours only: trailing, not clock hours.")
+    sample_s: float = Field(default=600.0, gt=0, description="Samples only: sample length (s).")
+    samples: int = Field(default=5, ge=1, le=100, description="Samples only: samples a block.")
+    discard_below: float = Field(
+        default=0.25, ge=0, lt=1, description="Samples only: discard below this × the largest."
+    )
+    min_samples: int = Field(
+        default=3, ge=1, description="Samples only: samples kept after discarding, at least."
+    )
+    min_coverage: float = Field(
+        default=0.75,
+        gt=0,
+        le=1,
+        description="Valid data: share of the period (samples: of each sample) with data.",
+    )
+    coverage_clause: str = Field(
+        min_length=1, description="Basis of the validity rule (clause, or why a default)."
+    )
+    coverage_note: str = Field(default="", description="Reasoning behind the validity rule.")
+    warn_after: float = Field(
+        default=0.25, ge=0, le=1, description="Project (early warning) after this coverage."
+    )
+    early_warning: bool = Field(default=True, description="Raise projected-exceedance warnings.")
+
+    @model_validator(mode="after")
+    def _options_fit_the_kind(self) -> EvaluationSpec:
+        if self.rolling and self.period != "hour":
+            raise ValueError("'rolling' is for hourly evaluation only")
+        if self.period == "samples" and self.min_samples > self.samples:
+            raise ValueError("min_samples cannot exceed samples")
+        return self
+
+
 class LimitRow(StrictModel):
     """One row of a standard's table: a bound on a quantity under some conditions.
 
@@ -204,6 +255,10 @@ class Profile(StrictModel):
     ph_bands: tuple[PhBand, ...] = Field(default=(), description="Soil pH bands, if used.")
     quantities: dict[str, QuantitySpec] = Field(description="Limited quantities.")
     limits: tuple[LimitRow, ...] = Field(default=(), description="The standard's table rows.")
+    evaluation: dict[str, EvaluationSpec] = Field(
+        default_factory=dict,
+        description="Evaluation period per quantity (absent: each base window on its own).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
@@ -224,6 +279,11 @@ class Profile(StrictModel):
             choice = self.parameters.get(spec.agrees_with)
             if choice is None or not set(spec.bands) <= set(choice.choices):
                 raise ValueError(f"bands must be choices of parameter {spec.agrees_with!r}")
+        for quantity, ev in self.evaluation.items():
+            if quantity not in self.quantities:
+                raise ValueError(f"evaluation of undeclared quantity {quantity!r}")
+            if ev.period == "day_night" and not self.periods:
+                raise ValueError(f"{quantity}: day_night evaluation needs 'periods: true'")
         if self.grading is not None and self.grading.parameter not in self.parameters:
             raise ValueError(f"grading by unknown parameter {self.grading.parameter!r}")
         return self

@@ -27,7 +27,7 @@ from sensors.monitor import SensorMonitor
 
 T0 = 1_700_000_000.0 - (1_700_000_000.0 % 60) + 4 * 3600  # 10:00 Beijing: day period
 HEALTH = {"expected_interval_s": 1, "offline_multiple": 5}
-STANDARD = {"profile": "gb3096-2008", "params": {"zone": "2"}, "window_s": 60}
+STANDARD = {"profile": "gb12348-2008", "params": {"zone": "2"}, "window_s": 60}
 
 
 def _config(db: Path):

@@ -61,7 +61,7 @@ def site(mosquitto, tmp_path) -> Iterator[dict[str, Any]]:
         "noise-01",
         f"{tag}/n",
         standard={
-            "profile": "gb3096-2008",
+            "profile": "gb12348-2008",  # per window (GB 3096 judges whole periods)
             "params": {"zone": "2"},
             "window_s": 1,
             "min_duration_s": 0,

@@ -23,8 +23,9 @@ T0 = 1_700_000_000.0 - (1_700_000_000.0 % 60)
 DAY_T0 = T0 + 4 * 3600  # 10:00 Beijing
 
 
-def noise(profiles):
-    ref = StandardRef(profile="gb3096-2008", params={"zone": "2"}, window_s=60)
+def noise(profiles, profile="gb12348-2008"):
+    """A noise meter judged per 1-min window (GB 12348); GB 3096 judges whole periods."""
+    ref = StandardRef(profile=profile, params={"zone": "2"}, window_s=60)
     health = HealthConfig(expected_interval_s=1, offline_multiple=5, stuck_after_s=120)
     return build_monitors([Sensor("n", [Q("LA", "dB(A)")], ref, health)], profiles)["n"]
 
@@ -52,6 +53,24 @@ def test_saturated_noise_meter_raises_an_exceedance_with_t_counted(profiles):
     assert not [e for e in events if e.kind == "sensor_stuck"]
 
 
+def test_saturated_meter_over_a_gb3096_night_raises_ln_with_t_counted(profiles):
+    mon = noise(profiles, "gb3096-2008")
+    night = T0 - 8 * 3600 - 13 * 60  # 22:00 Beijing (T0 is 06:13)
+    events = []
+    for i in range(0, 8 * 3600 + 60, 60):
+        mon.observe("LA", 130.0, "T", night + i)
+        events += mon.tick(night + i)
+    ln = [
+        e
+        for e in exceedances(events)
+        if e.detail["quantity"] == "LAeq" and e.status is not EventStatus.UPDATE
+    ]
+    assert [e.status for e in ln] == [EventStatus.OPEN, EventStatus.CLOSED]
+    assert ln[0].detail["standard_quantity"] == "Ln"
+    assert ln[0].detail["certain_at"] == night + 6 * 3600  # valid at 75 %
+    assert ln[-1].detail["flags"] == {"T": 8 * 60}
+
+
 def test_other_flags_at_the_same_level_are_never_judged(profiles):
     for flag in "FMSDCB":
         mon = noise(profiles)
@@ -60,6 +79,16 @@ def test_other_flags_at_the_same_level_are_never_judged(profiles):
             mon.observe("LA", 130.0, flag, DAY_T0 + i)
             events += mon.tick(DAY_T0 + i)
         assert exceedances(events) == [], flag
+    # nor over a GB 3096 period: flagged data are not coverage either
+    for flag in "FMSDCB":
+        mon = noise(profiles, "gb3096-2008")
+        night = T0 - 8 * 3600 - 13 * 60
+        events = []
+        for i in range(0, 8 * 3600 + 60, 60):
+            mon.observe("LA", 130.0, flag, night + i)
+            events += mon.tick(night + i)
+        assert exceedances(events) == [], flag
+        assert mon.periods["latest"]["LAeq"]["valid"] is False
 
 
 def test_over_range_never_proves_a_lower_limit_broken(profiles):
