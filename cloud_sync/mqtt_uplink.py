@@ -5,6 +5,12 @@ Records of one data class are packed into messages on ``<prefix>/<gateway>/up/<c
 hand events to the asyncio loop (``call_soon_threadsafe``), so every piece of delivery
 bookkeeping happens on the event loop, and a PUBACK can never race the registration of
 its message id.
+
+Evidence snapshots go as chunks on ``<prefix>/<gateway>/up/evidence``
+(:mod:`cloud_sync.evidence_wire`), a few PUBACKs in flight at a time. A PUBACK only says
+the broker has a chunk; the snapshot is delivered when a receipt signed by a trusted
+regulator key arrives on ``<prefix>/<gateway>/down/evidence``
+(:mod:`cloud_sync.evidence_receipt`).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -21,7 +27,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from cloud_sync.config import MqttUplinkConfig, read_secret
-from cloud_sync.errors import UplinkError
+from cloud_sync.envelope import TrustedKey
+from cloud_sync.errors import CommandRefusedError, UplinkError
+from cloud_sync.evidence_receipt import EvidenceReceipt, open_receipt
+from cloud_sync.evidence_wire import chunk_messages
 from cloud_sync.outbox import OutRecord, wire_batch
 from edge.mqtt import shut_down
 from edge.tls import client_ssl_context
@@ -29,6 +38,9 @@ from edge.tls import client_ssl_context
 log = logging.getLogger(__name__)
 
 CommandHandler = Callable[[bytes], None]
+
+EVIDENCE_IN_FLIGHT = 8
+"""Chunks of a snapshot published before waiting for their PUBACKs (bounds memory)."""
 
 
 def uplink_topic(prefix: str, gateway_id: str, data_class: str) -> str:
@@ -44,6 +56,11 @@ def command_topic(prefix: str, gateway_id: str) -> str:
 def reply_topic(prefix: str, gateway_id: str) -> str:
     """Topic the gateway answers commands on."""
     return f"{prefix}/{gateway_id}/up/reply"
+
+
+def receipt_topic(prefix: str, gateway_id: str) -> str:
+    """Topic the gateway receives signed evidence receipts on."""
+    return f"{prefix}/{gateway_id}/down/evidence"
 
 
 def chunk_by_class(
@@ -68,6 +85,7 @@ class MqttUplink:
         gateway_id: str,
         *,
         on_command: CommandHandler | None = None,
+        receipt_keys: Mapping[str, TrustedKey] | None = None,
     ) -> None:
         self.name = config.name
         self.config = config
@@ -79,6 +97,10 @@ class MqttUplink:
         self._connected_event = asyncio.Event()
         self._waiting: dict[int, asyncio.Future[None]] = {}
         self._client: mqtt.Client | None = None
+        # Keys whose signed receipts confirm evidence (None: this uplink sends no evidence).
+        self._receipt_keys = None if receipt_keys is None else dict(receipt_keys)
+        self.on_receipt: Callable[[EvidenceReceipt], None] | None = None
+        """Called on the event loop with every receipt whose signature verified."""
 
     def _make_client(self) -> mqtt.Client:
         cfg = self.config
@@ -125,6 +147,8 @@ class MqttUplink:
             return
         if self._on_command is not None:
             client.subscribe(command_topic(self.config.topic_prefix, self.gateway_id), qos=1)
+        if self._receipt_keys is not None:
+            client.subscribe(receipt_topic(self.config.topic_prefix, self.gateway_id), qos=1)
         self._loop.call_soon_threadsafe(self._set_connected, True, "")
 
     def _on_disconnect(
@@ -141,7 +165,9 @@ class MqttUplink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         del client, userdata
-        if self._on_command is not None:
+        if message.topic == receipt_topic(self.config.topic_prefix, self.gateway_id):
+            self._loop.call_soon_threadsafe(self._on_receipt, bytes(message.payload))
+        elif self._on_command is not None:
             self._loop.call_soon_threadsafe(self._on_command, bytes(message.payload))
 
     # event loop side
@@ -166,6 +192,18 @@ class MqttUplink:
                 if not future.done():
                     future.set_exception(UplinkError(f"disconnected: {reason}"))
             self._waiting.clear()
+
+    def _on_receipt(self, payload: bytes) -> None:
+        if self._receipt_keys is None:
+            return
+        try:
+            receipt = open_receipt(payload, gateway_id=self.gateway_id, keys=self._receipt_keys)
+        except CommandRefusedError as exc:
+            # Anyone on the cloud broker can publish here: an unverified receipt changes nothing.
+            log.warning("evidence receipt ignored uplink=%s reason=%s", self.name, exc)
+            return
+        if self.on_receipt is not None:
+            self.on_receipt(receipt)
 
     def _acked(self, mid: int, ok: bool) -> None:
         future = self._waiting.pop(mid, None)
@@ -216,6 +254,45 @@ class MqttUplink:
         if len(acked) < len(records):
             raise UplinkError("publish refused while disconnected", acked=acked)
         return acked
+
+    async def send_evidence(self, sha256: str, data: bytes, *, event_id: str) -> str | None:
+        """Publish a snapshot's chunks at QoS 1, a few PUBACKs in flight; None once all are in.
+
+        A PUBACK proves only that the broker holds a chunk: the snapshot is delivered when
+        the receiver's signed receipt reaches :attr:`on_receipt`, later. Not waiting for it
+        here keeps alarms flowing on this uplink meanwhile.
+        """
+        del sha256  # named by the chunks' headers (the hash of ``data``)
+        if self._receipt_keys is None:
+            raise UplinkError("this uplink carries no evidence")
+        topic = uplink_topic(self.config.topic_prefix, self.gateway_id, "evidence")
+        window: list[asyncio.Future[None]] = []
+        for message in chunk_messages(data, event_id=event_id):
+            client = self._client
+            if client is None or not self.connected:
+                raise UplinkError("not connected")
+            info = client.publish(topic, message, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise UplinkError(f"publish refused: {mqtt.error_string(info.rc)}")
+            future: asyncio.Future[None] = self._loop.create_future()
+            self._waiting[info.mid] = future
+            window.append(future)
+            if len(window) >= EVIDENCE_IN_FLIGHT:
+                await self._settle(window)
+        await self._settle(window)
+        return None
+
+    async def _settle(self, window: list[asyncio.Future[None]]) -> None:
+        try:
+            async with asyncio.timeout(self.config.ack_timeout_s):
+                for future in window:
+                    await future
+        except TimeoutError:
+            raise UplinkError("PUBACK missing for an evidence chunk") from None
+        finally:
+            for future in window:
+                future.cancel()
+            window.clear()
 
     def reply(self, payload: dict[str, Any]) -> None:
         """Publish a command reply (QoS 1; the audit record in the outbox is the durable copy)."""

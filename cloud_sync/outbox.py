@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_sync.chain import GENESIS, canonical_json, record_hash, sign_hash
 from cloud_sync.config import ALL_CLASSES, OutboxConfig
+from cloud_sync.daily_rates import RatesSetup, close_days
+from cloud_sync.evidence_queue import carries_evidence, enqueue_from_events
 from cloud_sync.minutes import close_minutes
 from cloud_sync.policy import EVICTION_ORDER, PRIORITY, Candidate, gap_body, plan_eviction
 from edge.counters import bump_counter, read_counter, read_meta, reserve_seqs, write_meta
@@ -74,6 +76,10 @@ class Outbox:
     """uplink name → data classes it carries."""
     settings: OutboxConfig = field(default_factory=OutboxConfig)
     evicted_total: int = 0
+    rates: RatesSetup | None = None
+    """Sensors whose daily data rates go out as ``rates`` records (``daily_rates``)."""
+    evidence_loan: int = 0
+    """Bytes of the quota lent to unconfirmed evidence snapshots (``evidence_budget.lend``)."""
     _over_quota_said: bool = False
 
     # -- put ---------------------------------------------------------------------------
@@ -160,6 +166,9 @@ class Outbox:
     # -- the store's transaction hook ------------------------------------------------------
     async def in_transaction(self, db: aiosqlite.Connection, written: Written) -> None:
         """Append the commit's event records, close finished minutes, keep to the quota."""
+        if written.events and carries_evidence(self.uplinks):
+            # A violation's snapshot is queued for upload in the same commit as its event.
+            await enqueue_from_events(db, written.events, written.now)
         if written.events:
             await self.put(
                 db,
@@ -180,6 +189,10 @@ class Outbox:
         minutes = await close_minutes(
             db, now=written.now, minute_close_s=self.settings.minute_close_s, late=written.minutes
         )
+        if self.rates is not None:
+            minutes += await close_days(
+                db, self.rates, now=written.now, clock_synced=written.clock_synced
+            )
         await self.put_bodies(db, minutes, written.now, written.clock_synced)
         await self.enforce_quota(db, written.now, written.clock_synced)
 
@@ -253,7 +266,7 @@ class Outbox:
     ) -> int:
         """Evict down to 90 % of the quota if over it; return how many rows were evicted."""
         used = await read_counter(db, "outbox_bytes")
-        quota = self.settings.quota_bytes
+        quota = self.settings.quota_bytes - self.evidence_loan
         if used <= quota:
             self._over_quota_said = False
             return 0

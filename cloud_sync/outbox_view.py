@@ -1,7 +1,7 @@
 """Read-only questions about the outbox, asked beside the running gateway.
 
 Status views ask for the backlog and the last delivery, the demo for the event changes
-recorded so far, the evidence quota whether a snapshot's event reached the cloud. Each
+recorded so far, the evidence quota whether a receiver confirmed holding a snapshot. Each
 opens the database read-only (``edge.readonly``); only the writer changes the outbox.
 """
 
@@ -65,18 +65,19 @@ def recent_events(path: Path, *, after_seq: int = 0, limit: int = 50) -> list[di
 
 
 def evidence_delivered(db_path: Path) -> Callable[[str], bool]:
-    """Whether the violation event bound to a snapshot hash has reached the cloud.
+    """Whether a receiver confirmed holding a snapshot's verified bytes (see evidence_queue).
 
-    Used by the evidence quota to delete delivered snapshots first; it runs only when the
-    quota is exceeded, so a scan of the outbox is acceptable.
+    The evidence quota deletes confirmed snapshots first and keeps unconfirmed ones as long
+    as the outbox can lend it room. Delivery of the violation *event* is not enough: the
+    record carries only the hash, the picture is what the regulator needs. Asked only when
+    the quota is exceeded, one read-only connection per question.
     """
 
     def delivered(sha256: str) -> bool:
         try:
             with closing(connect_read_only(db_path)) as db:
                 row = db.execute(
-                    "SELECT 1 FROM outbox WHERE delivered_at IS NOT NULL AND instr(body, ?) > 0"
-                    " LIMIT 1",
+                    "SELECT 1 FROM evidence_uploads WHERE sha256 = ? AND confirmed_at IS NOT NULL",
                     (sha256,),
                 ).fetchone()
         except (sqlite3.Error, FileNotFoundError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from cloud_sync.outbox import OutRecord
 
@@ -27,4 +27,18 @@ class Transport(Protocol):
 
     async def close(self) -> None:
         """Disconnect and release resources."""
+        ...
+
+
+@runtime_checkable
+class EvidenceTransport(Protocol):
+    """An uplink that also carries evidence snapshots (MQTT chunks, HTTPS PUT)."""
+
+    async def send_evidence(self, sha256: str, data: bytes, *, event_id: str) -> str | None:
+        """Deliver one snapshot; return who confirmed holding its verified bytes.
+
+        None: sent, and a trustworthy confirmation may come later (MQTT: a signed receipt).
+        Raise ``EvidenceRejectedError`` when the receiver refused it (with its reason) and
+        UplinkError when it could not be sent: the snapshot stays unconfirmed.
+        """
         ...

@@ -11,6 +11,12 @@ One SQLite file (WAL) holds everything the gateway must not lose. The tables, by
 * signed commands (``cloud_sync.command_ids``, through :meth:`Store.run`): ``command_ids``
   (every accepted command id, so a replay is refused after a restart) and the meta key
   ``command_high_water`` (the newest ``issued_at`` accepted).
+* evidence uploads (``cloud_sync.evidence_queue``, through the outbox hook and
+  :meth:`Store.run`): ``evidence_uploads`` (one row per snapshot to send, and whether a
+  receiver confirmed holding its bytes).
+* the store (``edge.store_rows``): ``minute_quality`` (per sensor, quantity and minute:
+  values refused and readings received while the clock was not trusted; rows only where
+  either happened), for the data rates and the minute records' clock flag.
 
 Only the store's single writer writes this file; everyone else reads it read-only
 (``edge.readonly``). Migrations run in order at :func:`prepare` and are idempotent, so a
@@ -25,7 +31,7 @@ import aiosqlite
 
 from edge.errors import OffsiteEdgeError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 VERSION_1 = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -137,9 +143,52 @@ async def _version_3(db: aiosqlite.Connection) -> None:
     await db.executescript(_VERSION_3_TABLES)
 
 
+_EVIDENCE_UPLOADS = """
+CREATE TABLE IF NOT EXISTS evidence_uploads (
+    sha256 TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    queued_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    confirmed_at REAL,
+    confirmed_by TEXT,
+    lost_at REAL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS evidence_uploads_pending ON evidence_uploads (next_at, queued_at)
+    WHERE confirmed_at IS NULL AND lost_at IS NULL;
+"""
+
+
+async def _evidence_uploads(db: aiosqlite.Connection) -> None:
+    """Evidence snapshots queued for upload, and which ones a receiver confirmed holding."""
+    await db.executescript(_EVIDENCE_UPLOADS)
+
+
+_MINUTE_QUALITY = """
+CREATE TABLE IF NOT EXISTS minute_quality (
+    sensor_id TEXT NOT NULL,
+    quantity TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    refused INTEGER NOT NULL DEFAULT 0,
+    untrusted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (sensor_id, quantity, minute)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS minute_quality_minute ON minute_quality (minute);
+"""
+
+
+async def _minute_quality(db: aiosqlite.Connection) -> None:
+    """Refused values and readings received under an untrusted clock, per minute."""
+    await db.executescript(_MINUTE_QUALITY)
+
+
 MIGRATIONS: tuple[tuple[int, Callable[[aiosqlite.Connection], Awaitable[None]]], ...] = (
     (2, _version_2),
     (3, _version_3),
+    (4, _evidence_uploads),
+    (5, _minute_quality),
 )
 """(version, step) in order; each step is idempotent."""
 

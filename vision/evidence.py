@@ -2,11 +2,18 @@
 
 A snapshot is written once, atomically (temp file + rename), to
 ``<dir>/<sha[:2]>/<sha>.jpg``; the event carries the hash, so the record and the image
-bind each other. Quota policy, oldest first: snapshots whose events are delivered
-(``is_delivered(sha256)``) are deleted first; if that is not enough, undelivered
-evidence is deleted too and logged at ERROR, because a full disk would stop all evidence.
-Until cloud sync exists the default ``is_delivered`` says "never", so only the
-over-quota path deletes anything.
+bind each other. Quota policy (:func:`plan_quota`, oldest first within each step):
+
+1. snapshots a receiver confirmed holding (``is_delivered(sha256)``) are deleted first;
+2. if unconfirmed ones still exceed the quota, ``borrow(bytes)`` asks for room elsewhere
+   (the roof lends the outbox's budget: delivered records and routine minute data go
+   before unconfirmed evidence); an answer of None means "cannot say now": nothing
+   unconfirmed is deleted this time;
+3. only what is still over quota plus the loan is deleted unconfirmed, logged at ERROR
+   and reported through ``on_lost`` (the roof records an ``evidence_lost`` event),
+   because a full disk would stop all evidence.
+
+Without cloud sync ``is_delivered`` says "never" and nothing is lent.
 """
 
 from __future__ import annotations
@@ -14,19 +21,27 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge.files import write_once
 from vision.config import EvidenceConfig
 from vision.detector import Detection
 
-__all__ = ["EvidenceStore", "Snapshot", "annotate", "blur_heads"]
+__all__ = [
+    "EvidenceStore",
+    "QuotaPlan",
+    "Snapshot",
+    "StoredSnapshot",
+    "annotate",
+    "blur_heads",
+    "plan_quota",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +56,55 @@ class Snapshot:
     sha256: str
     path: Path
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSnapshot:
+    """A snapshot on disk as the quota sees it (``mtime`` orders oldest first)."""
+
+    sha256: str
+    size: int
+    mtime: float
+    confirmed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaPlan:
+    """What the quota deletes: confirmed snapshots, then (lost) unconfirmed ones."""
+
+    confirmed: list[StoredSnapshot] = field(default_factory=list)
+    unconfirmed: list[StoredSnapshot] = field(default_factory=list)
+    over: int = 0
+    """Bytes by which unconfirmed snapshots exceed the quota once confirmed ones are gone."""
+
+
+def plan_quota(
+    files: Sequence[StoredSnapshot], quota: int, *, keep: str | None = None, lent: int | None = 0
+) -> QuotaPlan:
+    """Choose snapshots to delete so that they fit in ``quota`` plus ``lent`` bytes (pure).
+
+    Confirmed snapshots go first, oldest first. An unconfirmed one goes only while the
+    rest still exceed ``quota + lent``; with ``lent`` None (room unknown) none goes.
+    ``keep`` (the snapshot just written) is never chosen.
+    """
+    ordered = sorted(files, key=lambda f: (f.mtime, f.sha256))
+    total = sum(f.size for f in ordered)
+    plan = QuotaPlan()
+    for f in ordered:
+        if total <= quota:
+            break
+        if f.confirmed and f.sha256 != keep:
+            plan.confirmed.append(f)
+            total -= f.size
+    over = max(0, total - quota)
+    if lent is not None:
+        for f in ordered:
+            if total <= quota + lent:
+                break
+            if not f.confirmed and f.sha256 != keep:
+                plan.unconfirmed.append(f)
+                total -= f.size
+    return QuotaPlan(plan.confirmed, plan.unconfirmed, over)
 
 
 def blur_heads(
@@ -94,11 +158,17 @@ class EvidenceStore:
         root: Path,
         *,
         is_delivered: Callable[[str], bool] | None = None,
+        borrow: Callable[[int], int | None] | None = None,
+        on_lost: Callable[[Sequence[Mapping[str, object]]], None] | None = None,
     ) -> None:
         self.config = config
         self.root = root
         self.is_delivered = is_delivered or (lambda _sha: False)
+        self.borrow = borrow
+        self.on_lost = on_lost
         self.quota_bytes = int(config.quota_mb * 1024 * 1024)
+        self.lent = 0
+        """Bytes the outbox currently lends to unconfirmed snapshots."""
 
     def save(
         self,
@@ -119,18 +189,7 @@ class EvidenceStore:
         data = buf.tobytes()
         sha = hashlib.sha256(data).hexdigest()
         path = self.root / sha[:2] / f"{sha}.jpg"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+        write_once(path, data)
         self.enforce_quota(keep=sha)
         return Snapshot(sha256=sha, path=path, size=len(data))
 
@@ -150,25 +209,38 @@ class EvidenceStore:
         return out
 
     def enforce_quota(self, *, keep: str | None = None) -> list[str]:
-        """Delete oldest snapshots until under quota; returns the deleted hashes."""
+        """Keep to the quota (see the module docstring); returns the deleted hashes."""
         files = self.snapshots()
         total = sum(size for _, size, _ in files)
-        deleted: list[str] = []
         if total <= self.quota_bytes:
-            return deleted
-        candidates = [f for f in files if f[2].stem != keep]
-        delivered = [f for f in candidates if self.is_delivered(f[2].stem)]
-        undelivered = [f for f in candidates if not self.is_delivered(f[2].stem)]
-        for _, size, path in delivered + undelivered:
-            if total <= self.quota_bytes:
-                break
-            sha = path.stem
-            if not self.is_delivered(sha):
-                log.error(
-                    "evidence quota exceeded: deleting snapshot of an undelivered event",
-                    extra={"sha256": sha, "quota_mb": self.config.quota_mb},
-                )
-            path.unlink(missing_ok=True)
-            total -= size
-            deleted.append(sha)
-        return deleted
+            if self.lent and self.borrow is not None:
+                returned = self.borrow(0)  # give the outbox its room back
+                self.lent = self.lent if returned is None else returned
+            return []
+        paths = {path.stem: path for _, _, path in files}
+        stored = [
+            StoredSnapshot(path.stem, size, mtime, self.is_delivered(path.stem))
+            for mtime, size, path in files
+        ]
+        over = plan_quota(stored, self.quota_bytes, keep=keep, lent=None).over
+        lent: int | None = 0
+        if self.borrow is not None and (over or self.lent):
+            lent = self.borrow(over)
+            self.lent = self.lent if lent is None else lent
+        plan = plan_quota(stored, self.quota_bytes, keep=keep, lent=lent)
+        for f in plan.confirmed:
+            paths[f.sha256].unlink(missing_ok=True)
+        for f in plan.unconfirmed:
+            log.error(
+                "evidence quota exceeded: deleting an undelivered snapshot sha256=%s bytes=%d"
+                " quota_mb=%s lent_bytes=%s reason=no receiver confirmed it and no room is left;"
+                " check the cloud uplink or raise vision.evidence.quota_mb",
+                f.sha256,
+                f.size,
+                self.config.quota_mb,
+                lent,
+            )
+            paths[f.sha256].unlink(missing_ok=True)
+        if plan.unconfirmed and self.on_lost is not None:
+            self.on_lost([{"sha256": f.sha256, "size": f.size} for f in plan.unconfirmed])
+        return [f.sha256 for f in plan.confirmed + plan.unconfirmed]

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -60,8 +60,9 @@ class VisionService:
     """Runs the vision pipeline for :class:`VisionConfig`, emitting to ``sink``.
 
     ``data_dir``: evidence goes to ``data_dir / config.evidence.dir`` (unless absolute).
-    ``is_delivered(sha256)``: tells the evidence quota which snapshots belong to events
-    already delivered upstream (default: none are).
+    ``is_delivered(sha256)``: tells the evidence quota which snapshots a receiver confirmed
+    holding (default: none); ``borrow`` and ``on_lost`` are the quota's questions to the
+    outbox (see :class:`vision.evidence.EvidenceStore`).
     """
 
     def __init__(
@@ -71,12 +72,16 @@ class VisionService:
         *,
         data_dir: Path,
         is_delivered: Callable[[str], bool] | None = None,
+        borrow: Callable[[int], int | None] | None = None,
+        on_lost: Callable[[Sequence[Mapping[str, object]]], None] | None = None,
         opener: Callable[[str | int], Any] = open_capture,
     ) -> None:
         self.config = config
         self.sink = sink
         self.data_dir = data_dir
         self._is_delivered = is_delivered
+        self._borrow = borrow
+        self._on_lost = on_lost
         self._opener = opener
         self._state = "unopened"
         self._work = asyncio.Event()
@@ -117,6 +122,8 @@ class VisionService:
             self.config.evidence,
             root if root.is_absolute() else self.data_dir / root,
             is_delivered=self._is_delivered,
+            borrow=self._borrow,
+            on_lost=self._on_lost,
         )
         self._episodes = ViolationEpisodes(
             self.config,
@@ -165,7 +172,9 @@ class VisionService:
                 cam.refresh_stats()
                 self._retire(cam)
             self._infer_pool.shutdown(wait=True)
-            self._io_pool.shutdown(wait=True)
+            # Off the loop: a snapshot being saved may still ask the outbox for room
+            # (vision.evidence borrow/on_lost), which is answered on this loop.
+            await asyncio.to_thread(self._io_pool.shutdown, True)
         if failure is not None and exc is None:
             raise failure
 
