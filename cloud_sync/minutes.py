@@ -5,6 +5,11 @@ The store UPSERTs readings into ``minute_aggregates`` as deltas. A minute is *cl
 ``minute`` record per sensor and minute to the outbox, in the same transaction. A reading
 for an already closed minute updates the aggregate and appends a ``correction`` record
 carrying the full updated minute. Hours close with their last minute (``hour`` records).
+
+A minute (hour) body also says, where it happened, how many of its readings were received
+while the gateway's clock was not trusted (``clock_untrusted``: their minute may be off
+by the clock's error) and how many values were refused per quantity (``refused``), from
+the store's ``minute_quality`` rows.
 """
 
 from __future__ import annotations
@@ -88,6 +93,36 @@ def hour_bodies(rows: Iterable[AggRow]) -> list[dict[str, Any]]:
     ]
 
 
+_QUALITY = (
+    "SELECT sensor_id, minute, quantity, refused, untrusted FROM minute_quality"
+    " WHERE minute >= ? AND minute < ?"
+)
+
+
+async def annotate_quality(
+    db: aiosqlite.Connection, bodies: list[dict[str, Any]], lo: int, hi: int, span: int
+) -> None:
+    """Add ``clock_untrusted`` and ``refused`` to the bodies of [lo, hi) that had any.
+
+    ``span`` is 60 for minute bodies (keyed ``minute``), 3600 for hour bodies (``hour``).
+    """
+    if not bodies:
+        return
+    key_name = "minute" if span == 60 else "hour"
+    by_key = {(b["sensor_id"], b[key_name]): b for b in bodies}
+    async with db.execute(_QUALITY, (lo, hi)) as cursor:
+        rows = await cursor.fetchall()
+    for sensor, minute, quantity, refused, untrusted in rows:
+        body = by_key.get((sensor, int(minute) // span * span))
+        if body is None:
+            continue
+        if untrusted:
+            body["clock_untrusted"] = body.get("clock_untrusted", 0) + int(untrusted)
+        if refused:
+            counts = body.setdefault("refused", {})
+            counts[quantity] = counts.get(quantity, 0) + int(refused)
+
+
 async def close_minutes(
     db: aiosqlite.Connection,
     *,
@@ -110,13 +145,17 @@ async def close_minutes(
             _SELECT + " WHERE sensor_id = ? AND minute = ?", (sensor, minute)
         ) as cursor:
             rows = [tuple(r) for r in await cursor.fetchall()]
-        items.extend(("minute", b) for b in minute_bodies(rows, correction=True))
+        bodies = minute_bodies(rows, correction=True)
+        await annotate_quality(db, bodies, minute, minute + 60, 60)
+        items.extend(("minute", b) for b in bodies)
     if boundary > closed_before:
         async with db.execute(
             _SELECT + " WHERE minute >= ? AND minute < ?", (closed_before, boundary)
         ) as cursor:
             rows = [tuple(r) for r in await cursor.fetchall()]
-        items.extend(("minute", b) for b in minute_bodies(rows))
+        bodies = minute_bodies(rows)
+        await annotate_quality(db, bodies, closed_before, boundary, 60)
+        items.extend(("minute", b) for b in bodies)
         hours_before = int(
             await read_meta(db, "hours_closed_before") or closed_before // 3600 * 3600
         )
@@ -126,7 +165,9 @@ async def close_minutes(
                 _SELECT + " WHERE minute >= ? AND minute < ?", (hours_before, hour_boundary)
             ) as cursor:
                 hour_rows = [tuple(r) for r in await cursor.fetchall()]
-            items.extend(("minute", b) for b in hour_bodies(hour_rows))
+            hours = hour_bodies(hour_rows)
+            await annotate_quality(db, hours, hours_before, hour_boundary, 3600)
+            items.extend(("minute", b) for b in hours)
             await write_meta(db, "hours_closed_before", str(hour_boundary))
         await write_meta(db, "minutes_closed_before", str(boundary))
     return items

@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from edge.aggregate import AggregateKey, MinuteAccumulator, merge
 from edge.events import Event
 
+QualityKey = tuple[str, str, int]
+"""(sensor_id, quantity, minute start) of a :attr:`Batch.quality` counter pair."""
+REFUSED, UNTRUSTED = 0, 1
+"""Indexes into a quality counter pair: values refused (decoding, range, device time),
+readings received while the clock was not trusted."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeadLetter:
@@ -44,6 +50,16 @@ class Batch:
     activity: dict[str, SensorActivity] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     messages: int = 0
+    quality: dict[QualityKey, list[int]] = field(default_factory=dict)
+    """Per sensor, quantity and minute: [values refused, readings received while the clock
+    was not trusted]. Only minutes with either are present (rare: off the hot path)."""
+
+    def count_quality(self, key: QualityKey, index: int, n: int = 1) -> None:
+        """Add ``n`` to one quality counter (:data:`REFUSED` or :data:`UNTRUSTED`)."""
+        pair = self.quality.get(key)
+        if pair is None:
+            pair = self.quality[key] = [0, 0]
+        pair[index] += n
 
     def __bool__(self) -> bool:
         return bool(self.messages or self.events or self.dead_letters)
@@ -65,3 +81,6 @@ class Batch:
             old.last_values.update(new.last_values)
         self.events.extend(later.events)
         self.messages += later.messages
+        for spot, (refused, untrusted) in later.quality.items():
+            self.count_quality(spot, REFUSED, refused)
+            self.count_quality(spot, UNTRUSTED, untrusted)

@@ -99,11 +99,17 @@ class Store:
     """
 
     def __init__(
-        self, db: aiosqlite.Connection, path: Path, hook: TransactionHook | None = None
+        self,
+        db: aiosqlite.Connection,
+        path: Path,
+        hook: TransactionHook | None = None,
+        clock: Callable[[], bool | None] | None = None,
     ) -> None:
         self._db = db
         self.path = path
         self._hook = hook
+        # What records say of the clock: the gateway's clock watch, else the kernel's flag.
+        self.clock: Callable[[], bool | None] = clock or clock_synchronised
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_loop(), name="offsite-edge.store.writer")
         self._closed = False
@@ -114,10 +120,18 @@ class Store:
         self.commits = 0
 
     @classmethod
-    async def open(cls, path: Path | str, *, hook: TransactionHook | None = None) -> Self:
+    async def open(
+        cls,
+        path: Path | str,
+        *,
+        hook: TransactionHook | None = None,
+        clock: Callable[[], bool | None] | None = None,
+    ) -> Self:
         """Open (creating if needed) the database at ``path`` and start the writer.
 
-        ``hook`` is called inside every commit's transaction (cloud sync's outbox).
+        ``hook`` is called inside every commit's transaction (cloud sync's outbox);
+        ``clock`` says whether the clock is synchronised (``clock_synced`` of every record;
+        default: the kernel's flag, :func:`edge.clock.clock_synchronised`).
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +141,7 @@ class Store:
         except BaseException:
             await db.close()
             raise
-        return cls(db, path, hook)
+        return cls(db, path, hook, clock)
 
     async def __aenter__(self) -> Self:
         return self
@@ -256,7 +270,7 @@ class Store:
         self._check_file()
         db = self._db
         now = time.time()
-        synced = clock_synchronised()
+        synced = self.clock()
         await db.execute("BEGIN IMMEDIATE")
         # Operations first: records they append take their sequence numbers before this
         # transaction's events, so the sequence stays in the order rows are written.

@@ -39,6 +39,14 @@ ON CONFLICT (sensor_id, quantity, flag, minute) DO UPDATE SET
     energy_sum = energy_sum + excluded.energy_sum
 """
 
+UPSERT_QUALITY = """
+INSERT INTO minute_quality (sensor_id, quantity, minute, refused, untrusted)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (sensor_id, quantity, minute) DO UPDATE SET
+    refused = refused + excluded.refused,
+    untrusted = untrusted + excluded.untrusted
+"""
+
 UPSERT_SENSOR_STATE = """
 INSERT INTO sensor_state (sensor_id, last_seen, readings, dead_letters, last_values)
 VALUES (?, ?, ?, ?, ?)
@@ -74,6 +82,9 @@ async def write_readings(
             aggregates[key] = acc if have is None else merge(have, acc)
     if aggregates:
         await db.executemany(UPSERT_AGGREGATE, [(*key, *acc) for key, acc in aggregates.items()])
+    quality = [(*key, *pair) for batch in batches for key, pair in batch.quality.items()]
+    if quality:  # rare: refusals, or a clock not yet trusted
+        await db.executemany(UPSERT_QUALITY, quality)
     dead = [d for batch in batches for d in batch.dead_letters]
     if dead:
         await db.executemany(

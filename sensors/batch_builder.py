@@ -8,6 +8,13 @@ dead letter. :meth:`BatchBuilder.cut` hands over everything gathered since the l
 Device time is bounded: a reading stamped more than ``ingest.max_skew_s`` after or
 ``ingest.max_lateness_s`` before its receive time is a dead letter, so no device clock can
 move the judging windows, or put a minute no date type can hold into the store.
+
+Trusted time (``edge.clock_watch``): while the wall clock is not trusted, a reading is
+stored as always (counted per minute as received under an untrusted clock) but its
+monitor calls are held (``sensors.held``) with the monotonic receipt time, and a device
+time is only checked to be a plausible date: the skew rules are applied when the held
+readings are released against the corrected receipt time. Values refused (decoding,
+range, device time) are counted per sensor, quantity and minute for the data rates.
 """
 
 from __future__ import annotations
@@ -15,16 +22,20 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
 from edge.aggregate import add_reading, new_accumulator
-from edge.batch import Batch, DeadLetter, SensorActivity
+from edge.batch import REFUSED, UNTRUSTED, Batch, DeadLetter, SensorActivity
 from edge.events import Event
 from sensors.config import SensorConfig, SensorsSetup
 from sensors.decoders import Decoder, decoder_for
 from sensors.errors import DecodeError
+from sensors.held import HeldReading, HeldReadings, Release
+
+PLAUSIBLE_TIME = (946_684_800.0, 4_102_444_800.0)
+"""[2000-01-01, 2100-01-01) UTC: what a device time must be while our clock is untrusted."""
 
 
 class _Quantity:
@@ -58,10 +69,16 @@ class ReadingMonitor(Protocol):
         ...
 
 
+class ClockGate(Protocol):
+    """Whether readings may be judged now (``edge.clock_watch.ClockWatch``)."""
+
+    trusted: bool
+
+
 class _Channel:
     """One sensor's compiled decoding and calibration."""
 
-    __slots__ = ("decode", "history", "monitor", "quantities", "sensor_id")
+    __slots__ = ("decode", "history", "monitor", "names", "quantities", "sensor_id")
 
     def __init__(self, sensor: SensorConfig, history: int, monitor: ReadingMonitor | None) -> None:
         self.sensor_id = sensor.id
@@ -74,6 +91,7 @@ class _Channel:
             for q in sensor.quantities
         }
         self.history: deque[tuple[float, str, float, str]] = deque(maxlen=history)
+        self.names = tuple(self.quantities)
 
 
 class BatchBuilder:
@@ -84,6 +102,8 @@ class BatchBuilder:
         config: SensorsSetup,
         *,
         monitors: Mapping[str, ReadingMonitor] | None = None,
+        clock: ClockGate | None = None,
+        hold_limit: int = 50_000,
     ) -> None:
         monitors = monitors or {}
         self._channels = {
@@ -95,6 +115,10 @@ class BatchBuilder:
         self._max_skew = config.ingest.max_skew_s
         self._max_lateness = config.ingest.max_lateness_s
         self._batch = Batch()
+        self._clock = clock
+        self.held = HeldReadings(
+            hold_limit, max_skew_s=self._max_skew, max_lateness_s=self._max_lateness
+        )
         self.dead_letter_total = 0
         self.reading_total = 0
 
@@ -113,6 +137,27 @@ class BatchBuilder:
         """Hand over the batch gathered so far and start a new one."""
         batch, self._batch = self._batch, Batch()
         return batch
+
+    def release(self, corrected: Callable[[float, float], float]) -> Release:
+        """Judge the readings held while the clock was untrusted (see ``sensors.held``)."""
+        return self.held.release(corrected)
+
+    def _refuse(
+        self, channel: _Channel, topic: str, reason: str, payload: bytes, now: float
+    ) -> None:
+        """Dead-letter a whole message, counted as one refused value of each quantity."""
+        minute = int(now // 60) * 60
+        for name in channel.names:
+            self._batch.count_quality((channel.sensor_id, name, minute), REFUSED)
+        self._dead(topic, channel.sensor_id, reason, payload, now)
+
+    def _time_ok(self, timestamp: float, now: float, untrusted: bool) -> bool:
+        """Whether a device time may be used: within the skew rules of a trusted clock;
+        while ours is untrusted (it may be days off), any plausible date (the skew rules
+        are applied when the held readings are released)."""
+        if untrusted:
+            return PLAUSIBLE_TIME[0] <= timestamp < PLAUSIBLE_TIME[1]
+        return now - self._max_lateness <= timestamp <= now + self._max_skew
 
     def _dead(
         self, topic: str, sensor_id: str | None, reason: str, payload: bytes, now: float
@@ -171,9 +216,20 @@ class BatchBuilder:
             f"ingest.max_lateness_s is {self._max_lateness:g}"
         )
 
-    def accept(self, topic: str, payload: bytes, received_at: float | None = None) -> None:
-        """Screen one message and fold it into the current batch. Never raises on bad input."""
+    def accept(
+        self,
+        topic: str,
+        payload: bytes,
+        received_at: float | None = None,
+        mono: float | None = None,
+    ) -> None:
+        """Screen one message and fold it into the current batch. Never raises on bad input.
+
+        ``received_at`` is the wall time of receipt and ``mono`` the monotonic one (what
+        corrects the receipt time of a reading held while the clock was untrusted).
+        """
         now = time.time() if received_at is None else received_at
+        untrusted = self._clock is not None and not self._clock.trusted
         batch = self._batch
         batch.messages += 1
         channel = self._channels.get(topic)
@@ -183,23 +239,25 @@ class BatchBuilder:
         sensor_id = channel.sensor_id
         if len(payload) > self._max_payload:
             reason = f"payload of {len(payload)} bytes exceeds the {self._max_payload}-byte limit"
-            self._dead(topic, sensor_id, reason, payload, now)
+            self._refuse(channel, topic, reason, payload, now)
             return
         try:
-            timestamp, values, problems = channel.decode(payload)
+            device_ts, values, problems = channel.decode(payload)
         except DecodeError as exc:
-            self._dead(topic, sensor_id, str(exc), payload, now)
+            self._refuse(channel, topic, str(exc), payload, now)
             return
-        if timestamp is None:
-            timestamp = now
-        elif not (now - self._max_lateness <= timestamp <= now + self._max_skew):
-            self._dead(topic, sensor_id, self._time_refused(timestamp, now), payload, now)
+        if device_ts is not None and not self._time_ok(device_ts, now, untrusted):
+            self._refuse(channel, topic, self._time_refused(device_ts, now), payload, now)
             return
+        timestamp = now if device_ts is None else device_ts
         aggregates = batch.aggregates
         activity = self._activity(sensor_id)
         minute = int(timestamp // 60) * 60
-        monitor = channel.monitor
-        forced = None if monitor is None else monitor.forced_flag
+        forced = None if channel.monitor is None else channel.monitor.forced_flag
+        # Untrusted clock: stored and acknowledged as always, judged once it is trusted.
+        monitor = (
+            self._hold(channel, values, device_ts, now, mono) if untrusted else channel.monitor
+        )
         for name, raw, payload_flag in values:
             q = channel.quantities[name]
             value = raw * q.gain + q.offset
@@ -208,6 +266,7 @@ class BatchBuilder:
                     f"{name}: calibrated value {value:g} outside the physical range "
                     f"[{q.low:g}, {q.high:g}]"
                 )
+                batch.count_quality((sensor_id, name, minute), REFUSED)
                 if monitor is not None:
                     monitor.out_of_range(name, value, timestamp)
                 continue
@@ -224,7 +283,34 @@ class BatchBuilder:
             channel.history.append((timestamp, name, value, flag))
             if monitor is not None:
                 monitor.observe(name, value, flag, timestamp)
+            elif untrusted:
+                batch.count_quality((sensor_id, name, minute), UNTRUSTED)
         self.reading_total += len(values)
         activity.last_seen = now
         if problems:
             self._dead(topic, sensor_id, "; ".join(problems), payload, now)
+
+    def _hold(
+        self,
+        channel: _Channel,
+        values: list[tuple[str, float, str]],
+        device_ts: float | None,
+        now: float,
+        mono: float | None,
+    ) -> ReadingMonitor | None:
+        """Hold a message's monitor calls until the clock is trusted (same screening).
+
+        Returns the monitor the caller is to feed directly: none, meanwhile.
+        """
+        monitor = channel.monitor
+        if monitor is None:
+            return None
+        received_mono = time.monotonic() if mono is None else mono
+        forced = monitor.forced_flag
+        for name, raw, payload_flag in values:
+            q = channel.quantities[name]
+            value = raw * q.gain + q.offset
+            in_range = q.low <= value <= q.high and math.isfinite(value)
+            flag = (payload_flag if forced is None else forced) if in_range else None
+            self.held.hold(HeldReading(received_mono, now, monitor, name, value, flag, device_ts))
+        return None

@@ -185,7 +185,8 @@ class MqttIngest:
                 payload = bytes(payload)
             now = time.time()
             try:
-                self._builder.accept(msg.topic, payload, now)
+                # Monotonic too: corrects the receipt time if the wall clock is not trusted yet.
+                self._builder.accept(msg.topic, payload, now, time.monotonic())
             except Exception as exc:  # noqa: BLE001 - one message must not end paho's thread
                 self._internal_error(msg, payload, exc, now)
             if msg.qos:

@@ -298,3 +298,22 @@ def _audit(
         started_at=now,
         detail={"trigger": trigger, "file": file, "old_sha256": old, "new_sha256": new, **extra},
     )
+
+
+CLOCK_SEVERITY = {
+    "clock_step": Severity.WARNING,
+    "clock_synchronised": Severity.INFO,
+    "clock_unsynchronised": Severity.WARNING,
+}
+
+
+def clock_audit_event(kind: str, at: float, detail: dict[str, Any]) -> Event:
+    """An audit record of the clock (``edge.app.trusted_time``): a step, a sync, a loss."""
+    return Event(
+        kind=kind,
+        source="gateway",
+        severity=CLOCK_SEVERITY.get(kind, Severity.WARNING),
+        status=EventStatus.INSTANT,
+        started_at=at,
+        detail=detail,
+    )

@@ -16,6 +16,7 @@ from typing import Self
 from pydantic import Field, field_validator, model_validator
 
 from cloud_sync.config import CloudConfig
+from edge.clock_watch import ClockConfig
 from edge.config import ID_PATTERN, StoreConfig, StrictModel
 from sensors.config import BrokerConfig, IngestConfig, SensorConfig
 from vision.config import VisionConfig
@@ -168,6 +169,9 @@ class GatewayConfig(StrictModel):
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="Local MQTT broker.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="Local SQLite store.")
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Message screening.")
+    clock: ClockConfig = Field(
+        default_factory=ClockConfig, description="When the wall clock is trusted (trusted time)."
+    )
     vision: VisionConfig | None = Field(
         default=None,
         description="Kitchen cameras and violation detection (明厨亮灶); none: no video.",

@@ -20,18 +20,24 @@ from pathlib import Path
 
 import aiosqlite
 
+from cloud_sync.evidence_budget import EvidenceBudget
 from cloud_sync.identity import load_or_create_key
+from cloud_sync.outbox import Outbox
 from cloud_sync.outbox_view import evidence_delivered
 from cloud_sync.sync import CloudSync, key_path, make_outbox
 from edge.app import systemd
 from edge.app.audit import record_changes, running_digests
 from edge.app.config import GatewayConfig
+from edge.app.console.camera_feed import CameraFeed
 from edge.app.health import CommitWatch
 from edge.app.hj212_sensors import hj212_sensors
 from edge.app.logs import EventLog
 from edge.app.metrics import GatewayProbe, probe_for, serve_metrics
+from edge.app.rates import rates_setup
 from edge.app.remote_config import Control, RemoteConfig, confirm_or_roll_back, read_pending
 from edge.app.runstate import publish_state
+from edge.app.trusted_time import clock_view, monitors_tick, watch_clock
+from edge.clock_watch import ClockWatch
 from edge.events import Event, EventStatus, Severity
 from edge.store import Store
 from edge.waits import wait_any
@@ -159,7 +165,13 @@ async def _follow_modes(
 
 
 async def _run_vision(
-    config: GatewayConfig, store: Store, stop: asyncio.Event, probe: GatewayProbe | None = None
+    config: GatewayConfig,
+    store: Store,
+    stop: asyncio.Event,
+    probe: GatewayProbe | None = None,
+    feed: CameraFeed | None = None,
+    *,
+    outbox: Outbox | None = None,
 ) -> None:
     """Run the kitchen cameras; a model that cannot be loaded disables video, not the gateway."""
     # Imported here: OpenCV, numpy and onnxruntime cost memory a camera-less gateway need not pay.
@@ -167,15 +179,24 @@ async def _run_vision(
     from vision.service import VisionService
 
     assert config.vision is not None
+    # With a cloud, the evidence quota may use the outbox's room before deleting a snapshot
+    # no receiver confirmed, and records each one it must delete anyway.
+    budget = None
+    if outbox is not None and config.cloud is not None:
+        budget = EvidenceBudget(store, outbox, asyncio.get_running_loop())
     try:
         async with VisionService(
             config.vision,
             store,
             data_dir=config.store.path.parent,
             is_delivered=evidence_delivered(config.store.path),
+            borrow=None if budget is None else budget.borrow,
+            on_lost=None if budget is None else budget.lost,
         ) as service:
             if probe is not None:  # the metrics read the cameras' counters at scrape time
                 probe.cameras = service.stats
+            if feed is not None:  # the console shows each camera's counters and last frame
+                feed.stats = service.stats
             await stop.wait()
     except (VisionError, OSError) as exc:
         log.error("vision disabled: %s", exc)
@@ -210,6 +231,7 @@ async def run_gateway(
     control: Control | None = None,
     trigger: str = "start",
     config_text: str | None = None,
+    clock: ClockWatch | None = None,
 ) -> None:
     """Run the gateway until ``stop`` is set; return after a clean shutdown.
 
@@ -217,7 +239,8 @@ async def run_gateway(
     its file and a pending change is confirmed or rolled back. ``trigger`` (``start`` or
     ``reload``; ``remote`` when a cloud command installed the file) goes into the audit
     record of a config or model change; ``config_text`` is the validated text of the
-    config file, whose SHA-256 is the config's digest.
+    config file, whose SHA-256 is the config's digest. ``clock`` replaces the clock watch
+    made from ``config.clock`` (tests drive a fake sync flag and wall clock through it).
 
     Raises :class:`~cloud_sync.identity.MissingKeyError` (a SetupError) when the signing
     key is gone while the outbox holds records it signed.
@@ -244,7 +267,11 @@ async def run_gateway(
         config.store.path,
     )
     outbox = make_outbox(config.gateway.id, config.cloud, config.store.path)
-    async with await Store.open(config.store.path, hook=EventLog(outbox)) as store:
+    outbox.rates = rates_setup(config)
+    watch = clock or ClockWatch.from_config(config.clock)
+    async with await Store.open(
+        config.store.path, hook=EventLog(outbox), clock=watch.synced
+    ) as store:
         await asyncio.to_thread(_owner_only, config.store.path)
         await record_changes(
             store,
@@ -253,7 +280,9 @@ async def run_gateway(
             backups=config.store.path.parent / "config-backups",
         )
         await resume_open_events(store, monitors)
-        builder = BatchBuilder(config, monitors=monitors)
+        builder = BatchBuilder(
+            config, monitors=monitors, clock=watch, hold_limit=config.clock.hold_max_readings
+        )
         # Everything built so far (config, profiles, modules) lives as long as the process:
         # keep it out of the cyclic collector's full passes, which the ingest's many small
         # allocations would otherwise trigger over the whole heap.
@@ -264,18 +293,16 @@ async def run_gateway(
         guard = ModeGuard(mode_limits(config))
         await seed_mode_guard(store, guard, time.time())
 
-        def tick(now: float) -> list[Event]:
-            events: list[Event] = []
-            for monitor in monitors.values():
-                events.extend(monitor.tick(now))
-            return events
-
         commits = CommitWatch(store.commit)  # times commits for /metrics and /healthz
-        ingest = MqttIngest(config, builder, commits, tick=tick, lock=lock)
+        # The monitors' tick judges nothing until the clock is trusted.
+        ingest = MqttIngest(
+            config, builder, commits, tick=monitors_tick(watch, monitors), lock=lock
+        )
         probe = probe_for(config, store, builder, commits, ingest.connected)
 
         async with asyncio.TaskGroup() as tasks:
-            connected = asyncio.Event()
+            # cameras: filled by the vision task, read by the console
+            connected, cameras = asyncio.Event(), CameraFeed()
             if config.cloud is not None:
                 sync = CloudSync(
                     store,
@@ -299,7 +326,8 @@ async def run_gateway(
                 )
             if config.vision is not None:
                 tasks.create_task(
-                    _run_vision(config, store, stop, probe), name="offsite-edge.vision"
+                    _run_vision(config, store, stop, probe, cameras, outbox=outbox),
+                    name="offsite-edge.vision",
                 )
             if probe is not None:
                 tasks.create_task(serve_metrics(probe, stop), name="offsite-edge.metrics")
@@ -314,8 +342,15 @@ async def run_gateway(
                     ingest.connected,
                     stop,
                     uplinks=sync.uplink_states if config.cloud is not None else None,
+                    clock=clock_view(watch, builder),
                 ),
                 name="offsite-edge.state",
+            )
+            tasks.create_task(
+                watch_clock(
+                    watch, builder, lock, store, stop, interval_s=config.clock.check_interval_s
+                ),
+                name="offsite-edge.clock",
             )
             tasks.create_task(
                 _prune_loop(store, config.store.dead_letter_keep, stop),
@@ -336,6 +371,7 @@ async def run_gateway(
                     digests=digests,
                     cloud=sync if config.cloud is not None else None,
                     control=control,
+                    cameras=cameras,
                 )
                 tasks.create_task(run_console(parts, stop), name="offsite-edge.console")
             # systemd (Type=notify): the store is open and every task is running.

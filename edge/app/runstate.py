@@ -2,7 +2,8 @@
 
 The gateway keeps ``<db>.state.json`` (owner-only, replaced atomically, written only when
 something changed) with its pid and the connection state of the broker and of each cloud
-uplink, with the time it last changed. ``offsite-edge status`` reads it beside the
+uplink, with the time it last changed, and its clock (state, last step, readings held
+back from judgement: ``edge.app.trusted_time``). ``offsite-edge status`` reads it beside the
 database lock (``edge.app.lock``): a state file is believed only while its pid holds the
 lock, so a killed gateway's last "connected" is never shown as current.
 """
@@ -52,13 +53,16 @@ async def publish_state(
     broker: asyncio.Event,
     stop: asyncio.Event,
     uplinks: Callable[[], Mapping[str, bool]] | None = None,
+    clock: Callable[[], dict[str, Any]] | None = None,
 ) -> None:
     """Keep the state file current until ``stop``; on the way out say the gateway stopped.
 
-    ``uplinks`` tells whether each cloud uplink is connected (name → bool)."""
+    ``uplinks`` tells whether each cloud uplink is connected (name → bool); ``clock`` the
+    clock's state as status shows it."""
     path = state_path(db)
     last: str | None = None
     last_uplinks: dict[str, str] = {}
+    last_clock: dict[str, Any] | None = None
     state: dict[str, Any] = {"pid": os.getpid(), "started_at": time.time(), "uplinks": {}}
     try:
         while not stop.is_set():
@@ -67,7 +71,11 @@ async def publish_state(
                 name: "connected" if up else "disconnected"
                 for name, up in (uplinks() if uplinks is not None else {}).items()
             }
-            if now != last or links != last_uplinks:
+            clock_now = None if clock is None else clock()
+            changed = clock_now != last_clock
+            if changed:
+                state["clock"], last_clock = clock_now, clock_now
+            if changed or now != last or links != last_uplinks:
                 if now != last:
                     state |= {"broker": now, "broker_since": time.time()}
                 for name, link in links.items():

@@ -10,14 +10,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import time
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
 from cloud_sync import outbox_view
+from cloud_sync.daily_rates import status_rates
 from edge import readonly
 from edge.app.audit import CONFIG_META, MODEL_META
 from edge.app.config import GatewayConfig
+from edge.app.rates import rate_plans
 from edge.readonly import connect_read_only, database_bytes
 from sensors.modes import filed_requests
 
@@ -53,6 +56,11 @@ class GatewayStatus:
     running: dict[str, str | None] = dataclasses.field(default_factory=dict)
     """SHA-256 of the config and model the gateway last started with (``config_sha256``,
     ``model_sha256``), as its status records carry them."""
+    rates: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """Per sensor: data rates (transmission, validity, effective) today so far, yesterday
+    and this month so far (``cloud_sync.daily_rates``)."""
+    last_clock_step: dict[str, Any] | None = None
+    """The newest ``clock_step`` audit record: when, by how much, which way."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -129,6 +137,8 @@ def read_status(config: GatewayConfig, *, dead_letter_limit: int = 5) -> Gateway
         backlog = outbox_view.backlog(db)
         delivered = outbox_view.last_delivered_at(db)
         running = running_digests(db)
+        rates = _rates(db, config)
+        last_step = _last_clock_step(db)
     for _, request in filed_requests(path):
         modes[request.sensor_id] = {
             "mode": str(request.mode),
@@ -148,4 +158,30 @@ def read_status(config: GatewayConfig, *, dead_letter_limit: int = 5) -> Gateway
         cloud_backlog=backlog,
         last_delivered_at=delivered,
         running=running,
+        rates=rates,
+        last_clock_step=last_step,
     )
+
+
+def _rates(db: sqlite3.Connection, config: GatewayConfig) -> dict[str, dict[str, Any]]:
+    try:
+        return status_rates(db, rate_plans(config), time.time())
+    except sqlite3.OperationalError:  # a database older than the rates' table
+        return {}
+
+
+def _last_clock_step(db: sqlite3.Connection) -> dict[str, Any] | None:
+    row = db.execute(
+        "SELECT started_at, detail FROM events WHERE kind = 'clock_step' ORDER BY seq DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    try:
+        detail = json.loads(row[1])
+    except ValueError:
+        detail = {}
+    return {
+        "at": row[0],
+        "step_s": detail.get("step_s"),
+        "direction": detail.get("direction"),
+    }

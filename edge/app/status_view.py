@@ -24,10 +24,12 @@ from edge.app.status import GatewayStatus, printable
 from edge.clock import clock_synchronised
 from edge.readonly import connect_read_only
 
+_STEP_KEYS = ("at", "step_s", "direction")
 CLOCK_RECORDS = 1000
 """How many of the newest outbox records the clock check looks at."""
 
 _TIME_KEYS = {
+    "at",
     "last_seen",
     "started_at",
     "ended_at",
@@ -84,7 +86,10 @@ def read_liveness(config: GatewayConfig, status: GatewayStatus) -> Liveness:
     state = read_state(db)
     # Only the lock holder's own state is current (pid 0: the holder has not written it yet).
     uplinks: dict[str, Any] = {}
+    live_clock: dict[str, Any] | None = None
     if running and state is not None and pid in {0, state.get("pid")}:
+        if isinstance(state.get("clock"), dict):
+            live_clock = state["clock"]
         broker, since = str(state.get("broker", "unknown")), state.get("broker_since")
         if isinstance(state.get("uplinks"), dict):
             uplinks = state["uplinks"]
@@ -112,12 +117,15 @@ def read_liveness(config: GatewayConfig, status: GatewayStatus) -> Liveness:
         broker_since=since,
         uplinks=uplinks,
         cameras=cameras,
-        clock=_clock(db),
+        clock=_clock(db, live_clock, status.last_clock_step),
     )
 
 
-def _clock(db: Any) -> dict[str, Any]:
-    """This machine's clock now, and how the newest records were stamped."""
+def _clock(
+    db: Any, live: dict[str, Any] | None = None, last_step: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """This machine's clock now, how the newest records were stamped, and the running
+    gateway's clock watch: its state, the last step, the readings held back."""
     records = unsynced = 0
     last: bool | None = None
     try:
@@ -133,12 +141,21 @@ def _clock(db: Any) -> dict[str, Any]:
     if rows and rows[0][0] is not None:
         last = bool(rows[0][0])
     now = clock_synchronised()
+    live = live or {}
+    step = live.get("last_step") or last_step
     return {
         "synchronised": now,
         "last_record_synchronised": last,
         "records_checked": records,
         "records_unsynchronised": unsynced,
-        "warning": now is False or unsynced > 0,
+        "warning": now is False or unsynced > 0 or bool(live.get("held_back")),
+        # From the running gateway (None: not running, or an older gateway).
+        "state": live.get("state"),
+        "trusted": live.get("trusted"),
+        "held_back": live.get("held_back"),
+        "not_judged": live.get("not_judged"),
+        "steps": live.get("steps"),
+        "last_step": None if step is None else {k: step.get(k) for k in _STEP_KEYS},
     }
 
 
@@ -208,6 +225,51 @@ def _head(config: GatewayConfig, status: GatewayStatus, live: Liveness) -> list[
         )
     else:
         lines.append(f"clock synchronised: {_yes_no(clock['synchronised'])}")
+    lines.extend(_clock_lines(clock))
+    return lines
+
+
+def _clock_lines(clock: dict[str, Any]) -> list[str]:
+    """The running gateway's clock watch: held readings, the last step."""
+    lines = []
+    if clock.get("state") is not None:
+        trust = "trusted" if clock.get("trusted") else "NOT trusted (judgement held back)"
+        lines.append(
+            f"gateway clock: {clock['state']}, {trust}; {clock.get('steps') or 0} steps this run"
+        )
+    if clock.get("held_back") or clock.get("not_judged"):
+        lines.append(
+            f"WARNING clock not trusted yet: {clock.get('held_back') or 0} readings held back "
+            f"from judgement until NTP syncs, {clock.get('not_judged') or 0} dropped from "
+            "judgement (all stored)"
+        )
+    step = clock.get("last_step")
+    if step is not None and step.get("step_s") is not None:
+        lines.append(
+            f"clock last stepped {step.get('direction')} by {float(step['step_s']):.3f} s "
+            f"{_age(step.get('at'))}"
+        )
+    return lines
+
+
+def _pct(value: float | None) -> str:
+    return "  n/a" if value is None else f"{100 * value:5.1f}%"
+
+
+def rates_lines(status: GatewayStatus) -> list[str]:
+    """Data rates per sensor: transmission × validity = effective (数据传输有效率)."""
+    lines = []
+    if status.rates:
+        lines.append("data rates (transmission × validity = effective):")
+    for sensor_id, periods in status.rates.items():
+        cells = []
+        for name in ("today", "yesterday", "month"):
+            p = periods.get(name, {})
+            cells.append(
+                f"{name} {_pct(p.get('transmission_rate'))} × {_pct(p.get('validity_rate'))}"
+                f" = {_pct(p.get('effective_rate'))}"
+            )
+        lines.append(f"  {sensor_id:<12} " + "; ".join(cells))
     return lines
 
 
@@ -238,6 +300,7 @@ def status_lines(config: GatewayConfig, status: GatewayStatus, live: Liveness) -
             why = f" since {_age(camera['since'])}: {printable(camera['reason'])}"
         lines.append(f"  camera {camera['id']:<12} {camera['state']}{why}")
     shown = len(status.recent_dead_letters)
+    lines += rates_lines(status)
     lines.append(f"dead letters: {status.dead_letters_total} (newest {shown} below)")
     lines += [f"  {d['topic']}: {d['reason']}" for d in status.recent_dead_letters]
     for uplink in _uplinks(config, status, live):

@@ -67,7 +67,10 @@ async def supervise(
             # Every record carries clock_synced=false then; say so where someone looks.
             log.warning(
                 "clock not synchronised reason=the kernel reports no NTP sync; record times "
-                "may be wrong (check timedatectl)"
+                "may be wrong (check timedatectl)%s",
+                "; readings are held back from judgement until it syncs"
+                if config.clock.hold_until_synced
+                else "",
             )
         if refused is not None:
             await record_refused(config, config_path, refused)
