@@ -10,12 +10,27 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vision.camera import CameraReader, FrameQueue, pulls_on_demand
+from vision.camera import CameraReader, Frame, FrameQueue, pulls_on_demand
 from vision.config import CameraConfig
 
-__all__ = ["CameraState", "CameraStats"]
+if TYPE_CHECKING:
+    from vision.detector import Detection
+
+__all__ = ["CameraState", "CameraStats", "LastSample"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LastSample:
+    """The newest frame that went through the detector, and what it found (read-only).
+
+    The frame's image is the reader's own array, never written after it was read; holding
+    it keeps one frame per camera alive, for the technician console.
+    """
+
+    frame: Frame
+    detections: tuple[Detection, ...]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -31,6 +46,7 @@ class CameraStats:
     last_inference_at: float | None = None  # monotonic, when the last detection finished
     online: bool = False
     offline_event_id: str | None = None
+    last_sample: LastSample | None = None
 
 
 class CameraState:

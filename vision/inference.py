@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from vision.camera import CameraReader, Frame
-from vision.camera_state import CameraState
+from vision.camera_state import CameraState, LastSample
 from vision.detector import Detection, Detector
 
 __all__ = ["InferenceScheduler"]
@@ -95,6 +95,9 @@ class InferenceScheduler:
                         cam.stats.inferences += 1
                         cam.stats.last_inference_at = time.monotonic()
                         cam.stats.inference_s += cam.stats.last_inference_at - began
+                        cam.stats.last_sample = LastSample(
+                            frame=frame, detections=tuple(detections)
+                        )
                         await self._handle(cam.config.id, frame, detections)
                     finally:
                         self.busy = False

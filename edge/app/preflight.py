@@ -61,7 +61,15 @@ def prepare(path: Path | str) -> UsableConfig:
     line (where the file has one), the field and the reason.
     """
     path = Path(path)
-    text = read_text(path)
+    return prepare_text(path, read_text(path))
+
+
+def prepare_text(path: Path, text: str) -> UsableConfig:
+    """:func:`prepare` for ``text`` meant to become the file at ``path`` (not written yet).
+
+    The console checks an edit with it before writing the file, so a refused edit never
+    reaches the file, and its problems name the file's lines as ``config check`` would.
+    """
     config = resolve_paths(parse_config(text, file=path), path)
     require_camera_stack(config)
     try:

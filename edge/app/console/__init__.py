@@ -4,8 +4,12 @@ Off unless the config has a ``console:`` section. Technicians log in with accoun
 by ``offsite-edge console add-user`` (:mod:`.users`), see live readings, health, data
 flags, open events and dead letters per sensor, the gateway's connections, backlog,
 clock and digests (:mod:`.live`), and put a sensor into maintenance or calibration under
-their own name; every action is an event in the signed chain. Server-rendered pages
-(:mod:`.pages`), an aiohttp server (:mod:`.server`), sessions and CSRF (:mod:`.auth`).
+their own name; they commission a sensor from the messages of an unknown topic
+(:mod:`.commission`) and draw a camera's zones on its last frame (:mod:`.camera_view`,
+:mod:`.zones`). A change to the config file is checked as ``config check`` checks a file,
+shown as a diff, written and reloaded (:mod:`.config_save`, :mod:`.edits`); every action
+is an event in the signed chain. Server-rendered pages (:mod:`.pages` and the ``*_pages``
+modules), an aiohttp server (:mod:`.server`), sessions and CSRF (:mod:`.auth`).
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ from edge.app.console.calibration import (
 )
 from edge.app.console.pages import sensor_of, technician
 from edge.app.console.state import ConsoleState, audit, log, render, state_of
+from edge.app.preflight import prepare_text
 from edge.app.remote_config import read_pending, write_atomically
+from edge.errors import SetupError
 from edge.events import Severity
 from sensors.config import QuantityConfig, SensorConfig
 
@@ -143,5 +145,11 @@ def _save(path: Path, sensor_id: str, quantity: str, new: Fit) -> None:
         raise CalibrationError(
             "a remote config change is waiting for confirmation: save the calibration after it"
         )
-    text = path.read_text(encoding="utf-8")
-    write_atomically(path, calibrated_text(text, sensor_id, quantity, new))
+    text = calibrated_text(path.read_text(encoding="utf-8"), sensor_id, quantity, new)
+    try:
+        prepare_text(path, text)  # what `config check` and the reload check
+    except SetupError as exc:
+        raise CalibrationError(
+            f"the calibrated config would not pass config check: {exc}"
+        ) from None
+    write_atomically(path, text)

@@ -26,6 +26,7 @@ from cloud_sync.sync import CloudSync
 from edge import readonly
 from edge.app.audit import RunningDigests
 from edge.app.config import GatewayConfig
+from edge.app.console.camera_feed import CameraFeed
 from edge.app.remote_config import Control
 from edge.app.status import printable
 from edge.clock import clock_synchronised
@@ -75,6 +76,8 @@ class GatewayParts:
     control: Control | None = None
     """The supervisor's control of this run: its config file (None: run without one)."""
     started_at: float = field(default_factory=time.time)
+    cameras: CameraFeed = field(default_factory=CameraFeed)
+    """The running cameras (empty until the vision task has started them)."""
 
 
 def _memory(parts: GatewayParts) -> dict[str, dict[str, Any]]:
@@ -261,6 +264,7 @@ def running_facts(parts: GatewayParts) -> dict[str, Any]:
         facts["cloud"] = {
             "uplinks": [u.name for u in config.cloud.uplinks],
             "connected": parts.cloud.connected.is_set(),
+            "uplink_states": parts.cloud.uplink_states(),
             "acknowledged": parts.cloud.acknowledged.is_set(),
             "delivered": dict(parts.cloud.delivered),
         }

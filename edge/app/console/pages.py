@@ -19,7 +19,7 @@ from edge.app.console.live import (
     unrouted_dead_letters,
 )
 from edge.app.console.state import (
-    SESSION,
+    KEYS,
     ConsoleState,
     audit,
     log,
@@ -31,6 +31,7 @@ from edge.app.console.state import (
 from edge.app.status import printable
 from edge.events import Severity
 from edge.waits import wait_any
+from edge.web import MIN_PASSWORD, password_problem
 from sensors.config import SensorConfig
 from sensors.modes import Mode
 
@@ -42,13 +43,7 @@ MAX_WHY = 200
 
 async def login_page(request: web.Request) -> web.StreamResponse:
     """The login form, with a fresh anonymous session carrying its CSRF token."""
-    state = state_of(request)
-    session = session_of(request)
-    if session is not None and session.user is not None:
-        raise web.HTTPSeeOther("/sensors")
-    if session is None:
-        session = state.sessions.new()
-        request[SESSION] = session
+    session = KEYS.login_session(request, state_of(request).sessions.new, home="/sensors")
     response = render(request, "login.html")
     set_cookie(response, session)
     return response
@@ -139,7 +134,7 @@ def _password_form(request: web.Request, error: str | None, status: int = 200) -
         status=status,
         error=error,
         must_change=session.must_change,
-        min_length=users.MIN_PASSWORD,
+        min_length=MIN_PASSWORD,
         account=session.user,
     )
 
@@ -155,7 +150,7 @@ async def set_password(request: web.Request) -> web.StreamResponse:
         return _password_form(request, "Too many failed attempts: try again later.", 429)
     if new != again:
         return _password_form(request, "The new passwords differ.", 400)
-    problem = users.password_problem(new)
+    problem = password_problem(new)
     if problem is None and new == current:
         problem = "the new password must differ from the current one"
     if problem is not None:

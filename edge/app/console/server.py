@@ -13,17 +13,16 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from edge.app.config import ConsoleConfig
-from edge.app.console import calibrate_pages, pages
+from edge.app.console import calibrate_pages, camera_pages, commission_pages, pages
 from edge.app.console.auth import COOKIE, LoginThrottle, Sessions, address_allowed
 from edge.app.console.live import GatewayParts, LiveFeed
 from edge.app.console.state import (
-    SESSION,
+    KEYS,
     STATE,
     ConsoleState,
     log,
@@ -31,19 +30,13 @@ from edge.app.console.state import (
     template_environment,
 )
 from edge.app.console.users import users_path
+from edge.web import headers_middleware, same_origin, security_headers
 
 PUBLIC = frozenset({"/login"})
 """Paths served without a logged-in session (and /static/)."""
 PASSWORD_PATHS = frozenset({"/password", "/logout"})
 """All a session on a one-time password may reach."""
-HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'; "
-    "base-uri 'none'",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
+HEADERS = security_headers()
 MAX_FORM_BYTES = 16 * 1024
 
 
@@ -57,31 +50,10 @@ async def lan_only(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 @web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Headers that keep the pages out of frames, caches and other sites' scripts."""
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        exc.headers.update(HEADERS)
-        raise
-    response.headers.update(HEADERS)
-    return response
-
-
-def _same_origin(request: web.Request) -> bool:
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True  # not every client sends it; the CSRF token still decides
-    return urlsplit(origin).netloc == request.host
-
-
-@web.middleware
 async def sessions_and_csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Find the session; send the logged-out to /login; check every POST's CSRF token."""
     state = state_of(request)
-    session = state.sessions.get(request.cookies.get(COOKIE))
-    if session is not None:
-        request[SESSION] = session
+    session = KEYS.find_session(request, state.sessions.get, COOKIE)
     path = request.path
     if path.startswith("/static/"):
         return await handler(request)
@@ -92,7 +64,7 @@ async def sessions_and_csrf(request: web.Request, handler: Handler) -> web.Strea
             session is None
             or not isinstance(token, str)
             or not session.csrf_ok(token)
-            or not _same_origin(request)
+            or not same_origin(request)
         ):
             log.warning("console POST refused path=%s reason=CSRF check failed", path)
             raise web.HTTPForbidden(text="refused: the form's CSRF token is missing or wrong")
@@ -137,7 +109,7 @@ def build_app(parts: GatewayParts, stop: asyncio.Event) -> web.Application:
     config = parts.config.console
     assert config is not None
     app = web.Application(
-        middlewares=[lan_only, security_headers, sessions_and_csrf],
+        middlewares=[lan_only, headers_middleware(HEADERS), sessions_and_csrf],
         client_max_size=MAX_FORM_BYTES,
     )
     users = users_path(parts.config)
@@ -166,6 +138,16 @@ def build_app(parts: GatewayParts, stop: asyncio.Event) -> web.Application:
     app.router.add_post("/sensors/{sensor_id}/mode", pages.set_mode)
     app.router.add_get("/sensors/{sensor_id}/calibrate", calibrate_pages.calibrate_page)
     app.router.add_post("/sensors/{sensor_id}/calibrate", calibrate_pages.calibrate)
+    app.router.add_get("/commission", commission_pages.commission_page)
+    app.router.add_get("/commission/new", commission_pages.new_sensor_page)
+    app.router.add_post("/commission/new", commission_pages.new_sensor)
+    app.router.add_post("/commission/preview", commission_pages.preview_fragment)
+    app.router.add_get("/reloading", commission_pages.reloading_page)
+    app.router.add_get("/cameras", camera_pages.cameras_page)
+    app.router.add_get("/cameras/{camera_id}", camera_pages.camera_page)
+    app.router.add_get("/cameras/{camera_id}/frame.jpg", camera_pages.camera_frame)
+    app.router.add_get("/cameras/{camera_id}/state", camera_pages.camera_state)
+    app.router.add_post("/cameras/{camera_id}/zones", camera_pages.edit_zone)
     app.router.add_get("/gateway", pages.gateway_page)
     app.router.add_get("/live", pages.live_stream)
     app.router.add_static("/static/", str(static))

@@ -17,6 +17,7 @@ from edge.app.config import ConsoleConfig
 from edge.app.console.auth import COOKIE, LoginThrottle, Network, Session, Sessions
 from edge.app.console.live import GatewayParts, LiveFeed
 from edge.events import Event, EventStatus, Severity
+from edge.web import ConsoleKeys, package_templates
 
 log = logging.getLogger("edge.app.console")
 
@@ -41,27 +42,12 @@ class ConsoleState:
     streams: int = 0
 
 
-STATE = web.AppKey("console_state", ConsoleState)
-SESSION = web.RequestKey("console_session", Session)
+KEYS = ConsoleKeys("console", ConsoleState, Session)
+STATE = KEYS.state
+SESSION = KEYS.session
 """Request key of the request's :class:`~edge.app.console.auth.Session`, when it has one."""
-
-
-def state_of(request: web.Request) -> ConsoleState:
-    """The console state of the app serving ``request``."""
-    return request.app[STATE]
-
-
-def session_of(request: web.Request) -> Session | None:
-    """The session the request's cookie names, if valid."""
-    return request.get(SESSION)
-
-
-def _num(value: object) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float | int) and not isinstance(value, bool):
-        return f"{value:.6g}"
-    return str(value)
+state_of = KEYS.state_of
+session_of = KEYS.session_of
 
 
 def _iso(value: float | None) -> str:
@@ -84,13 +70,7 @@ def _duration(seconds: float) -> str:
 
 def template_environment() -> jinja2.Environment:
     """Templates shipped in the package, HTML-escaped, failing loudly on a missing name."""
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("edge.app.console", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters.update(num=_num, iso=_iso, ago=_ago, duration=_duration)
-    return env
+    return package_templates("edge.app.console", iso=_iso, ago=_ago, duration=_duration)
 
 
 def render(request: web.Request, name: str, *, status: int = 200, **context: Any) -> web.Response:

@@ -24,12 +24,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from edge.app.config import GatewayConfig
 from edge.errors import SetupError
+from edge.web import MAX_PASSWORD, password_problem
 
 USERS_FILE = "console-users.json"
 NAME_PATTERN = r"[a-z][a-z0-9._-]{1,31}"
-MIN_PASSWORD = 10
-MAX_PASSWORD = 256
-"""Longer passwords are refused: hashing is costly and a megabyte password is an attack."""
 
 # RFC 9106's second recommended option (64 MiB, 3 passes): fine on a Raspberry Pi 4.
 _HASHER = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=2)
@@ -71,15 +69,6 @@ def check_name(name: str) -> str:
             "starting with a letter"
         )
     return name
-
-
-def password_problem(password: str) -> str | None:
-    """Why a new password is not acceptable, or None."""
-    if len(password) < MIN_PASSWORD:
-        return f"the password must have at least {MIN_PASSWORD} characters"
-    if len(password) > MAX_PASSWORD:
-        return f"the password must have at most {MAX_PASSWORD} characters"
-    return None
 
 
 def load_accounts(path: Path) -> dict[str, Account]:

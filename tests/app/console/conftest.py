@@ -6,21 +6,24 @@ browser is Debian's headless Chromium driven by Playwright (never a browser down
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from gateway_thread import GatewayThread
-from helpers import gateway_config, sensor
+from helpers import CLI, VALID_USCC, gateway_config, gateway_dict, sensor
 from mosquitto import free_port
 from mqtt_tools import wait_for
 
 from edge.app.config import GatewayConfig
 from edge.app.console.users import add_user, users_path
 
-CHROMIUM = Path("/usr/bin/chromium")
 MAX_FAILED = 3
 
 
@@ -91,26 +94,106 @@ def site(mosquitto, tmp_path_factory) -> Iterator[ConsoleSite]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.fail("the console tests need Debian's chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
+def screenshots(tmp_path_factory) -> Path:
+    """Where the browser tests save their screenshots (console-*.png).
 
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
+    A temporary folder, unless OFFSITE_EDGE_SCREENSHOTS names one (``docs/images`` to
+    refresh the README's pictures).
+    """
+    chosen = os.environ.get("OFFSITE_EDGE_SCREENSHOTS")
+    if chosen:
+        path = Path(chosen)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("console-screenshots")
+
+
+def login(page, url: str, name: str, password: str) -> None:
+    """Fill in and send the login form."""
+    page.goto(f"{url}/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+
+
+def _ready_user(page, site, prefix: str = "tech") -> tuple[str, str]:
+    """Log a new technician in and set their own password; return name and password."""
+    from playwright.sync_api import expect
+
+    name, one_time = site.new_user(prefix)
+    login(page, site.url, name, one_time)
+    expect(page).to_have_url(f"{site.url}/password")
+    password = f"own-{name}-secret"
+    page.fill("input[name=current]", one_time)
+    page.fill("input[name=new]", password)
+    page.fill("input[name=again]", password)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(f"{site.url}/sensors")
+    return name, password
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    yield page
-    context.close()
+def ready_user():
+    """Log a new technician in with their own password: ``ready_user(page, site, prefix)``."""
+    return _ready_user
+
+
+@dataclass
+class FileSite(ConsoleSite):
+    """A real ``offsite-edge run`` process from a config file, with a camera."""
+
+    path: Path = Path()
+    tag: str = ""
+    camera: str = ""
 
 
 @pytest.fixture(scope="module")
-def screenshots(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("console-screenshots")
+def file_site(mosquitto, tmp_path_factory) -> Iterator[FileSite]:
+    """``offsite-edge run`` on a config file: console, catch-all and a replayed camera.
+
+    The camera replays a clip written with OpenCV through the synthetic ONNX detector
+    (``vision.synthetic``), in a loop at the clip's frame rate, like a live camera.
+    """
+    from vision.synthetic import demo_config, write_demo_assets
+
+    tag = uuid.uuid4().hex[:8]
+    root = tmp_path_factory.mktemp("console-file")
+    db = root / "data" / "gateway.db"
+    model, clip = write_demo_assets(root)
+    vision = demo_config(model, clip).model_dump(mode="json")
+    camera = vision["cameras"][0]
+    camera.update(loop=True, realtime=True)
+    port = free_port()
+    data = gateway_dict(
+        db,
+        port=mosquitto.port,
+        gateway_id=f"gw-{tag}",
+        sensors=[sensor("noise-01", f"{tag}/noise")],
+        ingest={"catch_all": [f"{tag}/#"]},
+        console={"host": "127.0.0.1", "port": port},
+        vision=vision,
+        # A Latin name: the screenshots' Chromium may have no CJK font.
+        site={"name": "Canteen 7, Demo Catering Co.", "credit_code": VALID_USCC},
+    )
+    path = root / "gateway.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    log = (root / "gateway.log").open("wb")
+    process = subprocess.Popen([str(CLI), "run", "--config", str(path)], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: _reachable(url), 60, 0.2), "console did not start"
+        yield FileSite(
+            config=GatewayConfig.model_validate(data),
+            url=url,
+            db=db,
+            topic=f"{tag}/noise",
+            host=mosquitto.host,
+            port=mosquitto.port,
+            path=path,
+            tag=tag,
+            camera=camera["id"],
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        log.close()

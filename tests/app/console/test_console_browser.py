@@ -19,20 +19,6 @@ def _login(page: Page, site, name: str, password: str) -> None:
     page.click("button[type=submit]")
 
 
-def _ready_user(page: Page, site, prefix: str = "tech") -> tuple[str, str]:
-    """Log in a new technician and set their own password; return name and password."""
-    name, one_time = site.new_user(prefix)
-    _login(page, site, name, one_time)
-    expect(page).to_have_url(f"{site.url}/password")
-    password = f"own-{name}-secret"
-    page.fill("input[name=current]", one_time)
-    page.fill("input[name=new]", password)
-    page.fill("input[name=again]", password)
-    page.click("button[type=submit]")
-    expect(page).to_have_url(f"{site.url}/sensors")
-    return name, password
-
-
 def _publish(site, la: float) -> None:
     publish_all(site.host, site.port, [(site.topic, noise_payload(la, int(time.time() * 1000)))])
 
@@ -50,7 +36,7 @@ def test_one_time_password_must_be_replaced_then_readings_update_live(site, page
     name, one_time = site.new_user()
     _login(page, site, name, one_time)
     expect(page).to_have_url(f"{site.url}/password")
-    page.screenshot(path=screenshots / "password.png", full_page=True)
+    page.screenshot(path=screenshots / "console-password.png", full_page=True)
     # Nothing else is reachable on a one-time password.
     page.goto(f"{site.url}/sensors")
     expect(page).to_have_url(f"{site.url}/password")
@@ -75,7 +61,7 @@ def test_one_time_password_must_be_replaced_then_readings_update_live(site, page
     expect(value).to_have_text("72.25")
     assert page.evaluate("window.loadedOnce") == "yes", "the page was reloaded"
     expect(page.locator("[data-live-state]")).to_have_text(re.compile("live"))
-    page.screenshot(path=screenshots / "sensors.png", full_page=True)
+    page.screenshot(path=screenshots / "console-sensors.png", full_page=True)
 
     # The one-time password is spent: it no longer logs in.
     page.context.clear_cookies()
@@ -86,8 +72,8 @@ def test_one_time_password_must_be_replaced_then_readings_update_live(site, page
     assert [e["who"] for e in changed].count(name) == 1
 
 
-def test_a_dead_letter_shows_its_reason_and_raw_payload(site, page, screenshots):
-    _ready_user(page, site)
+def test_a_dead_letter_shows_its_reason_and_raw_payload(site, page, screenshots, ready_user):
+    ready_user(page, site)
     bad = json.dumps({"la": "loud", "ts": int(time.time() * 1000)}).encode()
     publish_all(site.host, site.port, [(site.topic, bad)])
     assert wait_for(
@@ -101,11 +87,11 @@ def test_a_dead_letter_shows_its_reason_and_raw_payload(site, page, screenshots)
     expect(page.locator("main")).to_contain_text('fields: {"LA": "la"}')
     _publish(site, 55.0)
     expect(page.locator("td.value").first).to_have_text("55")
-    page.screenshot(path=screenshots / "sensor.png", full_page=True)
+    page.screenshot(path=screenshots / "console-sensor.png", full_page=True)
 
 
-def test_a_message_on_a_mistyped_topic_is_shown_on_the_sensors_page(site, page):
-    _ready_user(page, site, "topic")
+def test_a_message_on_a_mistyped_topic_is_shown_on_the_sensors_page(site, page, ready_user):
+    ready_user(page, site, "topic")
     mistyped = site.topic.replace("noise", "nosie")
     publish_all(site.host, site.port, [(mistyped, b"57.5")])
     assert wait_for(lambda: query(site.db, "SELECT id FROM dead_letters WHERE sensor_id IS NULL"))
@@ -116,8 +102,8 @@ def test_a_message_on_a_mistyped_topic_is_shown_on_the_sensors_page(site, page):
     expect(unrouted.locator(".payload")).to_have_text("57.5")
 
 
-def test_a_silent_sensor_shows_offline_with_its_open_event(site, page):
-    _ready_user(page, site, "health")
+def test_a_silent_sensor_shows_offline_with_its_open_event(site, page, ready_user):
+    ready_user(page, site, "health")
     assert wait_for(
         lambda: query(
             site.db,
@@ -149,8 +135,8 @@ def _outbox_maintenance(site):
     return [b for b in bodies if b.get("kind") == "maintenance"]
 
 
-def test_maintenance_is_recorded_under_the_technicians_name(site, page):
-    name, _ = _ready_user(page, site, "maint")
+def test_maintenance_is_recorded_under_the_technicians_name(site, page, ready_user):
+    name, _ = ready_user(page, site, "maint")
     page.goto(f"{site.url}/sensors/noise-01")
     page.select_option("select[name=mode]", "maintenance")
     page.fill("input[name=why]", "replacing the windscreen")
@@ -186,8 +172,8 @@ def test_maintenance_is_recorded_under_the_technicians_name(site, page):
     )
 
 
-def test_a_post_without_the_csrf_token_is_refused(site, page):
-    _ready_user(page, site, "csrf")
+def test_a_post_without_the_csrf_token_is_refused(site, page, ready_user):
+    ready_user(page, site, "csrf")
     before = len(_maintenance_rows(site))
     form = {"mode": "calibration", "why": "forged"}
     refused = page.request.post(f"{site.url}/sensors/noise-01/mode", form=form, max_redirects=0)
@@ -244,15 +230,17 @@ def test_wrong_passwords_are_refused_then_throttled(site, page):
 def test_pages_need_a_login(site, page, screenshots):
     page.goto(f"{site.url}/gateway")
     expect(page).to_have_url(f"{site.url}/login")
-    page.screenshot(path=screenshots / "login.png", full_page=True)
+    page.screenshot(path=screenshots / "console-login.png", full_page=True)
     response = page.request.get(f"{site.url}/live")
     assert response.status == 401
     response = page.request.post(f"{site.url}/login", form={"name": "x", "password": "y"})
     assert response.status == 403
 
 
-def test_gateway_page_shows_connections_clock_version_and_digest(site, page, screenshots):
-    _ready_user(page, site, "gw")
+def test_gateway_page_shows_connections_clock_version_and_digest(
+    site, page, screenshots, ready_user
+):
+    ready_user(page, site, "gw")
     page.goto(f"{site.url}/gateway")
     body = page.locator("main")
     expect(body).to_contain_text("connected")
@@ -261,7 +249,7 @@ def test_gateway_page_shows_connections_clock_version_and_digest(site, page, scr
     expect(body).to_contain_text("offsite-edge 0.")
     meta = query(site.db, "SELECT value FROM meta WHERE key = 'running_config'")
     expect(body).to_contain_text(json.loads(meta[0][0])["sha256"])
-    page.screenshot(path=screenshots / "gateway.png", full_page=True)
-    for name in ("password.png", "sensors.png", "gateway.png"):
+    page.screenshot(path=screenshots / "console-gateway.png", full_page=True)
+    for name in ("console-password.png", "console-sensors.png", "console-gateway.png"):
         if (screenshots / name).exists():
             assert (screenshots / name).stat().st_size > 1000

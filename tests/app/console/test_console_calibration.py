@@ -137,7 +137,7 @@ def test_a_saved_calibration_is_audited_reloaded_and_applied(
         expected = fit(TwoPoint(zero_ref=40, zero_raw=41, span_ref=94, span_raw=96))
         expect(page.locator("#new-gain")).to_have_text(f"{expected.gain:.6g}")
         expect(page.locator("#new-offset")).to_have_text(f"{expected.offset:.6g}")
-        page.screenshot(path=screenshots / "calibrate.png", full_page=True)
+        page.screenshot(path=screenshots / "console-calibrate.png", full_page=True)
         assert "gain" not in yaml.safe_load(path.read_text())["sensors"][0]["quantities"][0].get(
             "calibration", {}
         ), "a preview must not save"
