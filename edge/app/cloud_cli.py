@@ -6,7 +6,12 @@ import argparse
 import asyncio
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from cloud_sync.receiver_extension import ReceiverExtension
 
 
 def cmd_identity(args: argparse.Namespace) -> int:
@@ -68,14 +73,64 @@ def cmd_cloud(args: argparse.Namespace) -> int:
         mqtt_tls=mqtt_tls,
     )
 
+    receipt_key = None
+    if args.receipt_key is not None:
+        from cloud_sync.receiver_commands import load_regulator_key
+
+        receipt_key = load_regulator_key(args.receipt_key)
+    extensions = receiver_extensions(
+        regulator_console=args.regulator_console,
+        regulator_config=args.regulator_config,
+        receipt_key=receipt_key,
+    )
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_receiver(config, stop)
+        await run_receiver(config, stop, extensions=extensions)
 
     asyncio.run(main())
+    return 0
+
+
+def receiver_extensions(
+    *,
+    regulator_console: bool,
+    regulator_config: Path | None = None,
+    receipt_key: Ed25519PrivateKey | None = None,
+) -> list[ReceiverExtension]:
+    """The receiver's parts beyond the record API: evidence always, the console on request.
+
+    ``receipt_key`` signs the evidence receipts sent to gateways over MQTT: a regulator key
+    their ``cloud.regulator_keys`` list (without it, MQTT evidence is kept but never
+    confirmed, so gateways keep their snapshots).
+    """
+    from cloud_sync.receiver_evidence import EvidenceVault
+
+    extensions: list[ReceiverExtension] = [EvidenceVault(receipt_key=receipt_key)]
+    if regulator_console or regulator_config is not None:
+        from cloud_sync.regulator_console.config import RegulatorConsoleConfig
+        from cloud_sync.regulator_console.server import RegulatorConsole
+        from edge.app.config_file import parse_model, read_text
+
+        console_config = (
+            parse_model(read_text(regulator_config), RegulatorConsoleConfig, file=regulator_config)
+            if regulator_config is not None
+            else RegulatorConsoleConfig()
+        )
+        extensions.append(RegulatorConsole(console_config))
+    return extensions
+
+
+def cmd_cloud_add_user(args: argparse.Namespace) -> int:
+    """Create a regulator console account (or reset one) and print its one-time password."""
+    from cloud_sync.regulator_console.accounts import add_user
+
+    password = add_user(args.db, args.name, args.role, reset=args.reset)
+    print(f"regulator {args.name} ({args.role}): one-time password {password}")
+    print("log in at /regulator/ on the receiver; the password must be changed at first login")
     return 0
 
 
@@ -120,7 +175,12 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def cmd_cloud_register(args: argparse.Namespace) -> int:
-    """Register gateways' public keys in the receiver database (commissioning)."""
+    """Register gateways' public keys in the receiver database (commissioning).
+
+    Each gateway also gets its own HTTPS bearer token (printed once, only its SHA-256 is
+    kept), when it has none yet or with ``--new-token``: it may POST that gateway's
+    records and nothing else.
+    """
     from cloud_sync.receiver_store import ReceiverDB
     from edge.errors import SetupError
 
@@ -135,6 +195,11 @@ def cmd_cloud_register(args: argparse.Namespace) -> int:
         for gateway, key in keys.items():
             new = db.register(gateway, key, replace=args.replace)
             print(f"{gateway}: {'registered' if new else 'already registered'} ({key[:16]}…)")
+            if args.new_token or not db.has_token(gateway):
+                token = db.issue_token(gateway)
+                # Shown once: only its hash is kept. It goes into the variable that the
+                # gateway's HTTPS uplink names with token_env.
+                print(f"{gateway}: HTTPS token (shown once, keep it secret): {token}")
     finally:
         db.close()
     return 0
@@ -183,6 +248,21 @@ def add_cloud_commands(commands: Any) -> None:
     cloud.add_argument("--mqtt-ca", type=Path, help="CA of the broker (implies --mqtt-tls)")
     cloud.add_argument("--mqtt-cert", type=Path, help="client certificate for the broker")
     cloud.add_argument("--mqtt-key", type=Path, help="key of --mqtt-cert")
+    cloud.add_argument(
+        "--receipt-key",
+        type=Path,
+        help="regulator key (`cloud keygen`) that signs evidence receipts sent over MQTT",
+    )
+    cloud.add_argument(
+        "--regulator-console",
+        action="store_true",
+        help="serve the regulator console under /regulator/ (accounts: `cloud add-user`)",
+    )
+    cloud.add_argument(
+        "--regulator-config",
+        type=Path,
+        help="YAML of the regulator console (webhooks, enterprise grades…); implies it",
+    )
     cloud.set_defaults(func=cmd_cloud)
     cloud_commands = cloud.add_subparsers(dest="cloud_command", metavar="SUBCOMMAND")
 
@@ -196,7 +276,28 @@ def add_cloud_commands(commands: Any) -> None:
     register.add_argument(
         "--replace", action="store_true", help="replace a different registered key (rotation)"
     )
+    register.add_argument(
+        "--new-token",
+        action="store_true",
+        help="issue a new HTTPS token (the old one stops working at once)",
+    )
     register.set_defaults(func=cmd_cloud_register)
+
+    add_user = cloud_commands.add_parser(
+        "add-user", help="create a regulator console account and print its one-time password"
+    )
+    add_user.add_argument("--db", type=Path, default=Path("offsite-cloud.db"))
+    add_user.add_argument("name", help="login name")
+    add_user.add_argument(
+        "--role",
+        choices=["read-only", "handling"],
+        default="read-only",
+        help="read-only sees everything; handling may also take alerts through their trail",
+    )
+    add_user.add_argument(
+        "--reset", action="store_true", help="re-issue the password (and role) of an account"
+    )
+    add_user.set_defaults(func=cmd_cloud_add_user)
 
     from edge.app.regulator_cli import add_regulator_commands
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from edge.app.config import GatewayConfig
 from edge.errors import SetupError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +79,11 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
 
 def parse_config(text: str, *, file: Path | str = "<config>") -> GatewayConfig:
     """Validate config ``text``; raise :class:`ConfigError` with every problem found."""
+    return parse_model(text, GatewayConfig, file=file)
+
+
+def parse_model(text: str, model: type[M], *, file: Path | str = "<config>") -> M:
+    """Validate YAML ``text`` as ``model``: every problem with its field and line, or the model."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data: Any = yaml.safe_load(text)
@@ -91,7 +98,7 @@ def parse_config(text: str, *, file: Path | str = "<config>") -> GatewayConfig:
     lines = _field_lines(root)
     problems = _duplicate_keys(root)
     try:
-        config = GatewayConfig.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
         for error in exc.errors():
             loc = tuple(p for p in error["loc"] if not _is_union_tag(p))
