@@ -1,8 +1,8 @@
 """The regulator console in headless Chromium, against a real receiver process and broker.
 
-The receiver runs as its own process with its evidence vault and the console
-(``console_receiver_proc.py``); records signed like a gateway's are published through a
-real mosquitto, evidence is uploaded over HTTP like a gateway's. Screenshots go to the
+The receiver runs as its own process, started as a regulator starts it
+(``offsite-edge cloud … --regulator-config``); records signed like a gateway's are
+published through a real mosquitto, evidence is uploaded over HTTP like a gateway's. Screenshots go to the
 test's tmp dir and to docs/images/regulator-*.png.
 """
 
@@ -30,7 +30,6 @@ from playwright.sync_api import Page, expect
 
 from cloud_sync.regulator_console import add_user
 
-PROC = Path(__file__).with_name("console_receiver_proc.py")
 ROOT = Path(__file__).resolve().parents[3]
 DOCS_IMAGES = ROOT / "docs" / "images"
 TOKEN = "operator-token-e2e"
@@ -49,9 +48,13 @@ class ReceiverProcess:
         self.gateways = gateways
         self.log = tmp / "receiver.log"
         trust = [f"--trust={g.name}={g.signer.public_hex}" for g in gateways.values()]
-        args = [sys.executable, str(PROC), "--db", str(self.db), "--mqtt-port",
-                str(broker.port), "--http-port", str(self.port), "--token", TOKEN, *trust,
-                "--console-json", json.dumps(console)]  # fmt: skip
+        token_file, console_file = tmp / "token", tmp / "regulator.yaml"
+        token_file.write_text(TOKEN)
+        console_file.write_text(json.dumps(console))  # JSON is YAML
+        args = [sys.executable, "-m", "edge.app.cli", "cloud", "--db", str(self.db),
+                "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port),
+                "--http-port", str(self.port), "--token-file", str(token_file), *trust,
+                "--regulator-config", str(console_file)]  # fmt: skip
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                             env=dict(os.environ))  # fmt: skip
@@ -97,13 +100,14 @@ def robot(webhooks: Any) -> Any:
 
 @pytest.fixture
 def receiver(
-    tmp_path: Path, mosquitto: Any, new_gateway: Any, robot: Any
+    tmp_path: Path, mosquitto_factory: Any, new_gateway: Any, robot: Any
 ) -> Iterator[ReceiverProcess]:
-    """The receiver with its console, trusting two gateways, fed by the test broker."""
+    """The receiver with its console, trusting two gateways, fed by its own broker (its
+    persistent session must not see other tests' messages)."""
     gateways = {name: new_gateway(name) for name in ("gw-canteen", "gw-noodles")}
     hook = {"name": "dingtalk", "url": f"{robot.url}/robot/send", "format": "dingtalk",
             "backoff_initial_s": 0.1, "backoff_max_s": 0.5}  # fmt: skip
-    process = ReceiverProcess(tmp_path, mosquitto, gateways, {"webhooks": [hook]})
+    process = ReceiverProcess(tmp_path, mosquitto_factory(), gateways, {"webhooks": [hook]})
     try:
         yield process
     finally:
