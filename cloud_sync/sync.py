@@ -42,7 +42,7 @@ from cloud_sync.evidence_queue import (
 )
 from cloud_sync.evidence_receipt import EvidenceReceipt
 from cloud_sync.evidence_wire import EvidenceRejectedError
-from cloud_sync.identity import load_or_create_key
+from cloud_sync.identity import check_signing_key, load_or_create_key
 from cloud_sync.outbox import Outbox, OutRecord, classes_of
 from cloud_sync.policy import backoff_delay
 from cloud_sync.transport import EvidenceTransport, Transport
@@ -72,6 +72,9 @@ def make_outbox(gateway_id: str, cloud: CloudConfig | None, db_path: Path) -> Ou
     if cloud is None:
         return Outbox(gateway_id=gateway_id)
     key = load_or_create_key(key_path(cloud, db_path))
+    # The gateway reconciled an interrupted key rotation under its lock before this;
+    # still, never sign with a key the chain was handed away from.
+    check_signing_key(key, db_path)
     return Outbox(
         gateway_id=gateway_id,
         key=key,

@@ -33,11 +33,79 @@ def cmd_identity(args: argparse.Namespace) -> int:
     else:
         path = config.store.path.parent / "gateway.key"
     existed = path.exists()
-    key = load_or_create_key(path, db_path=config.store.path)
+    # reconcile=False: this may run beside the gateway, and only the holder of the
+    # database's lock may finish or discard an interrupted key rotation.
+    key = load_or_create_key(path, db_path=config.store.path, reconcile=False)
     print(f"gateway {config.gateway.id}")
     print(f"key file {path} ({'existing' if existed else 'created now'})")
     print(f"public key (Ed25519, hex) {public_key_hex(key.public_key())}")
+    from cloud_sync.identity import next_key_path
+
+    if next_key_path(path).exists():
+        print(
+            f"an interrupted key rotation left {next_key_path(path)}: the gateway finishes or "
+            "discards it at its next start (or run `offsite-edge identity rotate` again)"
+        )
     return 0
+
+
+def cmd_identity_rotate(args: argparse.Namespace) -> int:
+    """Hand the gateway's signed chain to a new key (the gateway service must be stopped).
+
+    Takes the database's gateway lock, so it refuses while the gateway runs: the running
+    gateway signs with the key it loaded, and only one process writes the database.
+    """
+    from cloud_sync.key_rotation import rotate
+    from cloud_sync.outbox import classes_of
+    from cloud_sync.sync import key_path
+    from edge.app.config_file import load_config
+    from edge.app.lock import AlreadyRunningError, GatewayLock
+    from edge.errors import SetupError
+
+    config = load_config(args.config)
+    if config.cloud is None:
+        raise SetupError(
+            f"{args.config} has no cloud: section, so the gateway signs nothing: there is no "
+            "chain to hand to a new key"
+        )
+    db = config.store.path
+    path = key_path(config.cloud, db)
+    try:
+        lock = GatewayLock.acquire(db)
+    except AlreadyRunningError as exc:
+        raise AlreadyRunningError(
+            f"{exc}: stop the gateway service (`sudo systemctl stop offsite-edge`), run "
+            "`offsite-edge identity rotate` again, then start it"
+        ) from None
+    with lock:
+        done = rotate(path, db, config.gateway.id, config.cloud)
+    carriers = [u.name for u in config.cloud.uplinks if "event" in classes_of(u.classes)]
+    # Without an uplink for events no receiver learns the new key: say so plainly.
+    uplinks = ", ".join(carriers) or "NO uplink carries events: no receiver will learn the key"
+    print(f"gateway {config.gateway.id}: key rotated")
+    print(
+        f"key_rotation record seq {done.seq} (id {done.record_id}), signed with the old key, "
+        f"queued for: {uplinks}"
+    )
+    print(f"old public key (retired) {done.old_public_key}")
+    print(f"new public key (Ed25519, hex) {done.new_public_key}")
+    print(f"key file {path} now holds the new key: back it up (the old key is deleted)")
+    print(
+        "receiver: nothing to do. It learns the new key from the signed key_rotation record; "
+        "do NOT run `cloud register --replace` (the registered key must stay the one the "
+        "chain starts with)"
+    )
+    print("start the gateway again: sudo systemctl start offsite-edge")
+    return 0
+
+
+def _identity_print(args: argparse.Namespace) -> int:
+    """`identity` without a subcommand: needs --config."""
+    if args.config is None:
+        from edge.errors import SetupError
+
+        raise SetupError("offsite-edge identity: --config FILE is required")
+    return cmd_identity(args)
 
 
 def cmd_cloud(args: argparse.Namespace) -> int:
@@ -205,13 +273,25 @@ def cmd_cloud_register(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_cloud_commands(commands: Any) -> None:
-    """Register `identity` and `cloud` on the CLI's subparsers."""
+def _add_identity_commands(commands: Any) -> None:
+    """`identity` (print the key) and `identity rotate`."""
     identity = commands.add_parser(
         "identity", help="create (if needed) and print the gateway's public signing key"
     )
-    identity.add_argument("--config", required=True)
-    identity.set_defaults(func=cmd_identity)
+    identity.add_argument("--config", type=Path)
+    identity.set_defaults(func=_identity_print)
+    identity_commands = identity.add_subparsers(dest="identity_command", metavar="SUBCOMMAND")
+    rotate = identity_commands.add_parser(
+        "rotate",
+        help="hand the signed chain to a new key (a signed key_rotation record; gateway stopped)",
+    )
+    rotate.add_argument("--config", type=Path, required=True)
+    rotate.set_defaults(func=cmd_identity_rotate)
+
+
+def add_cloud_commands(commands: Any) -> None:
+    """Register `identity` and `cloud` on the CLI's subparsers."""
+    _add_identity_commands(commands)
 
     cloud = commands.add_parser("cloud", help="run the reference supervision-cloud receiver")
     cloud.add_argument("--db", type=Path, default=Path("offsite-cloud.db"))

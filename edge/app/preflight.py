@@ -206,7 +206,7 @@ def _files(config: GatewayConfig) -> list[Problem]:
             if key.exists():
                 load_or_create_key(key)
             elif db.exists() and signed_record_count(db):
-                load_or_create_key(key, db_path=db)  # raises MissingKeyError, says what to do
+                load_or_create_key(key, db_path=db, reconcile=False)  # raises MissingKeyError
         except (IdentityError, OSError) as exc:
             out.append(("cloud.key_file", str(exc)))
     if config.vision is not None:
