@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,3 +61,18 @@ def page(browser: Any) -> Iterator[Any]:
     page.set_default_timeout(20_000)
     yield page
     context.close()
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    """Where the browser tests save their screenshots (console-*.png, regulator-*.png).
+
+    A temporary folder, unless OFFSITE_EDGE_SCREENSHOTS names one (``docs/images`` to
+    refresh the README's pictures).
+    """
+    chosen = os.environ.get("OFFSITE_EDGE_SCREENSHOTS")
+    if chosen:
+        path = Path(chosen)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("screenshots")

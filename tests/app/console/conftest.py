@@ -6,7 +6,6 @@ browser is Debian's headless Chromium driven by Playwright (never a browser down
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import uuid
@@ -91,21 +90,6 @@ def site(mosquitto, tmp_path_factory) -> Iterator[ConsoleSite]:
         yield ConsoleSite(config, url, db, topic, mosquitto.host, mosquitto.port)
     finally:
         gateway.close()
-
-
-@pytest.fixture(scope="module")
-def screenshots(tmp_path_factory) -> Path:
-    """Where the browser tests save their screenshots (console-*.png).
-
-    A temporary folder, unless OFFSITE_EDGE_SCREENSHOTS names one (``docs/images`` to
-    refresh the README's pictures).
-    """
-    chosen = os.environ.get("OFFSITE_EDGE_SCREENSHOTS")
-    if chosen:
-        path = Path(chosen)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    return tmp_path_factory.mktemp("console-screenshots")
 
 
 def login(page, url: str, name: str, password: str) -> None:

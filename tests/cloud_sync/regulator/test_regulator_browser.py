@@ -2,8 +2,9 @@
 
 The receiver runs as its own process, started as a regulator starts it
 (``offsite-edge cloud … --regulator-config``); records signed like a gateway's are
-published through a real mosquitto, evidence is uploaded over HTTP like a gateway's. Screenshots go to the
-test's tmp dir and to docs/images/regulator-*.png.
+published through a real mosquitto, evidence is uploaded over HTTP like a gateway's.
+Screenshots go to a temporary folder, or with OFFSITE_EDGE_SCREENSHOTS=docs/images to the
+README's pictures.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -31,7 +31,6 @@ from playwright.sync_api import Page, expect
 from cloud_sync.regulator_console import add_user
 
 ROOT = Path(__file__).resolve().parents[3]
-DOCS_IMAGES = ROOT / "docs" / "images"
 TOKEN = "operator-token-e2e"
 
 
@@ -112,17 +111,6 @@ def receiver(
         yield process
     finally:
         process.stop()
-
-
-@pytest.fixture
-def screenshots(tmp_path: Path) -> Iterator[Path]:
-    """Where the pages are saved; copied to docs/images after a passing test."""
-    folder = tmp_path / "screenshots"
-    folder.mkdir()
-    yield folder
-    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-    for shot in folder.glob("regulator-*.png"):
-        shutil.copyfile(shot, DOCS_IMAGES / shot.name)
 
 
 def _kitchen_jpeg() -> bytes:
