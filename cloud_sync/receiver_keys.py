@@ -116,10 +116,10 @@ class KeyRegistry:
             # One statement per record (the ingest's hot path): the rotation's key or else
             # the registered one, and nothing without a registration.
             row = self.conn.execute(
-                "SELECT coalesce((SELECT new_public_key FROM key_rotations WHERE gateway = ?1"
-                " AND seq < ?2 ORDER BY seq DESC LIMIT 1), public_key) FROM keys"
-                " WHERE gateway = ?1",
-                (gateway, seq),
+                "SELECT coalesce((SELECT new_public_key FROM key_rotations WHERE gateway = :gw"
+                " AND seq < :seq ORDER BY seq DESC LIMIT 1), public_key) FROM keys"
+                " WHERE gateway = :gw",
+                {"gw": gateway, "seq": seq},
             ).fetchone()
             key_hex = None if row is None else str(row[0])
         if key_hex is None:
