@@ -9,6 +9,10 @@ plus for the sound level ``Ld-DayData`` and ``Ln-NightData`` (the Leq of the day
 the night's hours; an hour belongs to the period its start falls in, GB 3096-2008 §3
 periods) and ``Ldn-Data`` (day-night level with the night weighted +10 dB), each with
 flags by the same rule as a minute (see :mod:`cloud_sync.hj212_frames`).
+
+Completeness (:mod:`cloud_sync.validity`): a quantity's day is valid with at least 20
+valid hours (GB 3095-2012 表4), Ld/Ln with 75 % of their period's hours valid, Ldn with
+both and the day; an invalid one goes out with its value and an invalid flag.
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cloud_sync.hj212_frames import CodeBook, Hj212Sensor, combine, data_items, flag_items
+from cloud_sync.hj212_frames import (
+    CodeBook,
+    Hj212Sensor,
+    combine,
+    data_items,
+    flag_items,
+    invalidate,
+)
+from cloud_sync.validity import day_valid, period_valid, quantity_valid
 
 DAY_S = 86400
 HOUR_S = 3600
@@ -61,7 +73,11 @@ def day_items(
 ) -> list[tuple[str, str]]:
     """CP items of a 2031 frame from one sensor's hour bodies (keyed by hour start)."""
     whole = fold_hours(hours.values())
-    out = data_items({"items": whole}, book)
+    validity = {
+        q: {"valid": day_valid(sum(quantity_valid(b, q) for b in hours.values()))}
+        for q in {str(i["quantity"]) for i in whole}
+    }
+    out = data_items({"items": whole, "validity": validity}, book)
     sound = next(
         (
             q
@@ -77,21 +93,38 @@ def day_items(
     for start, body in hours.items():
         local = (start + offset) % DAY_S
         parts[is_day(local, sensor.day_start_s, sensor.night_start_s)].append(body)
+    # The period's length in hours, not the hours that came: a missing hour is missing data.
+    span = {
+        daytime: sum(
+            is_day(h * HOUR_S, sensor.day_start_s, sensor.night_start_s) is daytime
+            for h in range(DAY_S // HOUR_S)
+        )
+        for daytime in (True, False)
+    }
     levels: dict[bool, float] = {}
+    all_valid = bool(validity[sound]["valid"])
     for daytime, (code, suffix) in ((True, ("Ld", "DayData")), (False, ("Ln", "NightData"))):
         items = [i for i in fold_hours(parts[daytime]) if i["quantity"] == sound]
         if not items:
+            all_valid = False
             continue
         c = combine(items, book.eflag_chars)
-        if c.leq is None:
+        level = c.leq
+        if level is None:
             continue
-        levels[daytime] = c.leq
-        out += [(f"{code}-{suffix}", book.fmt(code, c.leq)), *flag_items(code, c)]
+        if not period_valid(sum(quantity_valid(b, sound) for b in parts[daytime]), span[daytime]):
+            c = invalidate(c, items, book.eflag_chars)
+            all_valid = False
+        levels[daytime] = level
+        out += [(f"{code}-{suffix}", book.fmt(code, level)), *flag_items(code, c)]
     if len(levels) == 2:
         td, tn = len(parts[True]), len(parts[False])
         power = td * 10 ** (levels[True] / 10) + tn * 10 ** ((levels[False] + 10) / 10)
         ldn = 10 * math.log10(power / (td + tn))
-        c = combine([i for i in whole if i["quantity"] == sound], book.eflag_chars)
+        items = [i for i in whole if i["quantity"] == sound]
+        c = combine(items, book.eflag_chars)
+        if not all_valid:
+            c = invalidate(c, items, book.eflag_chars)
         out += [("Ldn-Data", book.fmt("Ldn", ldn)), *flag_items("Ldn", c)]
     return out
 
@@ -103,11 +136,20 @@ class Day:
     sensor_id: str
     start: float
     hours: Mapping[int, Body]
+    watched: bool = False
+    """The collector ran from before the day began: every hour record made for the day
+    passed through it, so a missing hour is missing data (invalid), not a restart."""
 
     @property
     def complete(self) -> bool:
         """All 24 hours are present."""
         return len(self.hours) == DAY_S // HOUR_S
+
+    @property
+    def sendable(self) -> bool:
+        """Complete, or watched whole: an hour missing then is an invalid hour, and the
+        day goes out flagged by the completeness rule rather than not at all."""
+        return self.complete or self.watched
 
 
 class DayCollector:
@@ -117,9 +159,12 @@ class DayCollector:
     (the gateway was off at 23:00) cannot make it grow.
     """
 
-    def __init__(self, utc_offset_hours: float, keep_days: int = 2) -> None:
+    def __init__(
+        self, utc_offset_hours: float, keep_days: int = 2, since: float | None = None
+    ) -> None:
         self.offset = int(utc_offset_hours * 3600)
         self.keep_days = keep_days
+        self.since = since  # when the collector started (None: unknown, never watched)
         self._days: dict[tuple[str, int], dict[int, Body]] = {}
 
     def day_start(self, hour: int) -> int:
@@ -139,7 +184,8 @@ class DayCollector:
                 del self._days[key]
         if (hour + HOUR_S + self.offset) % DAY_S != 0:
             return None
-        return Day(sensor_id, start, dict(self._days[(sensor_id, start)]))
+        watched = self.since is not None and self.since <= start
+        return Day(sensor_id, start, dict(self._days[(sensor_id, start)]), watched)
 
     def done(self, day: Day) -> None:
         """Forget a day that was sent (or will never be complete)."""

@@ -21,16 +21,23 @@ frame carries one value set and one ``-Flag``:
    (D > B > F > C > M > S) and the flag is that flag;
 3. every other flag present goes into ``-EFlag`` (C4 in the standard, so at most four;
    worst first). The outbox record keeps every flag with its reading count.
+
+**Incomplete hours and days** (record ``validity`` says a quantity is not valid, see
+:mod:`cloud_sync.validity`): the values are sent as computed, but the flag is never N or
+T: :func:`cloud_sync.validity.invalid_flags` (worst other flag present, else B) with N/T
+moved to ``-EFlag``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloud_sync.validity import invalid_flags, quantity_valid
 from edge.aggregate import level_from_energy
 from edge.hj212 import MAX_DATA_SEGMENT, packetise
 
@@ -242,17 +249,27 @@ def flag_items(code: str, c: Combined) -> list[tuple[str, str]]:
     return out
 
 
+def invalidate(c: Combined, items: Sequence[Mapping[str, Any]], eflag_chars: int) -> Combined:
+    """``c`` with the flags of an incomplete period (values unchanged)."""
+    flag, eflag = invalid_flags({str(i["flag"]) for i in items}, eflag_chars)
+    return dataclasses.replace(c, flag=flag, eflag=eflag)
+
+
 def data_items(body: Mapping[str, Any], book: CodeBook) -> list[tuple[str, str]]:
     """CP items of a 2051 (minute) or 2061 (hour) frame for one sensor's record.
 
-    The first sound-level reading (one with a ``leq``) becomes the noise items
-    ``Leq/LMx/LMn-Data``; a second one would collide with those codes, so it goes out
-    like any other reading (``-Avg`` = its Leq).
+    A quantity the record's ``validity`` marks invalid (an incomplete hour or day) keeps
+    its values and gets the flags of :func:`invalidate`. The first sound-level reading
+    (one with a ``leq``) becomes the noise items ``Leq/LMx/LMn-Data``; a second one
+    would collide with those codes, so it goes out like any other reading (``-Avg`` = its
+    Leq).
     """
     out: list[tuple[str, str]] = []
     noise_done = False
     for quantity, items in _by_quantity(body["items"]).items():
         c = combine(items, book.eflag_chars)
+        if not quantity_valid(body, quantity):
+            c = invalidate(c, items, book.eflag_chars)
         if c.leq is not None and not noise_done:
             noise_done = True
             values = {"leq": c.leq, "max": c.hi, "min": c.lo}

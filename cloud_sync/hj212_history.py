@@ -178,13 +178,13 @@ def _day_periods(
 ) -> Iterator[Period]:
     for sensor, by_hour in sorted(hours.items()):
         if len(by_hour) != DAY_S // HOUR_S:
+            # Sent all the same: day_items flags a day short of its valid hours (never N).
             log.info(
-                "hj212 history: no 2031 for %s day %s: %d of 24 hours stored",
+                "hj212 history: 2031 for %s day %s from %d of 24 hours (flagged if invalid)",
                 sensor,
                 local_stamp(day, frames.utc_offset_hours)[:8],
                 len(by_hour),
             )
-            continue
         try:
             items = day_items(
                 by_hour, frames.book_of(sensor), frames.sensor_of(sensor), frames.utc_offset_hours

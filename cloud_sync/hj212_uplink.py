@@ -91,7 +91,7 @@ class Hj212Uplink:
         self._read_task: asyncio.Task[None] | None = None
         self._audit_last: dict[str, float] = {}
         self._audit_suppressed: dict[str, int] = {}
-        self._days = DayCollector(config.utc_offset_hours)
+        self._days = DayCollector(config.utc_offset_hours, since=time.time())
         self._db_path = db_path  # read-only, for history requests; None: they are refused
         # Whether the clock is NTP-synchronised decides a platform time-set (1012).
         self._clock_synced = clock_synchronised if clock_synced is None else clock_synced
@@ -361,8 +361,8 @@ class Hj212Uplink:
             await self._exchange(frame, qn)
 
     async def _send_day(self, day: Day, common: Mapping[str, str]) -> None:
-        """Send a local day's 2031 frame when all its 24 hours passed through this uplink."""
-        if not day.complete:
+        """Send a local day's 2031 when all its hours came (or it ran all day: Day.sendable)."""
+        if not day.sendable:
             log.warning(
                 "hj212 uplink %s: no 2031 for %s day %s: only %d of 24 hour records "
                 "(the gateway was not running all day)",

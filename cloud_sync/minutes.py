@@ -19,6 +19,7 @@ from typing import Any
 
 import aiosqlite
 
+from cloud_sync.validity import hour_validity, valid_minutes
 from edge.aggregate import level_from_energy
 from edge.counters import read_meta, write_meta
 
@@ -68,7 +69,14 @@ def minute_bodies(rows: Iterable[AggRow], *, correction: bool = False) -> list[d
 
 
 def hour_bodies(rows: Iterable[AggRow]) -> list[dict[str, Any]]:
-    """Fold an hour's aggregate rows into one ``hour`` body per (sensor, hour)."""
+    """Fold an hour's aggregate rows into one ``hour`` body per (sensor, hour).
+
+    Each body says whether the hour is complete (:func:`cloud_sync.validity.hour_validity`:
+    ``valid``, ``coverage``, ``clause``, per quantity ``validity``); an incomplete hour
+    keeps its figures.
+    """
+    rows = list(rows)
+    good = valid_minutes((r[0], r[1], r[2], r[3], r[4]) for r in rows)
     acc: dict[tuple[int, str], dict[tuple[str, str], list[float]]] = {}
     for sensor, quantity, flag, minute, count, lo, hi, s, e in rows:
         hour = minute // 3600 * 3600
@@ -88,6 +96,7 @@ def hour_bodies(rows: Iterable[AggRow]) -> list[dict[str, Any]]:
                 item_of(q, f, int(v[0]), v[1], v[2], v[3], v[4])
                 for (q, f), v in sorted(items.items())
             ],
+            **hour_validity({q for q, _ in items}, good.get((sensor, hour), {})),
         }
         for (hour, sensor), items in sorted(acc.items())
     ]

@@ -233,6 +233,11 @@ class PeriodJudge:
             "reason": v.reason,
             "resumed": acc.resumed,
             "exceeded": exceeded,
+            "limits": [  # what the period was judged against, for status views
+                {"severity": str(lim.severity), "limit_max": lim.upper, "limit_min": lim.lower}
+                for lim in self._limits.get(acc.label, ())
+                if lim.quantity == quantity
+            ],
         }
 
     def _emit(

@@ -36,6 +36,7 @@ from edge.app.metrics import GatewayProbe, probe_for, serve_metrics
 from edge.app.rates import rates_setup
 from edge.app.remote_config import Control, RemoteConfig, confirm_or_roll_back, read_pending
 from edge.app.runstate import publish_state
+from edge.app.status_periods import monitor_periods
 from edge.app.trusted_time import clock_view, monitors_tick, watch_clock
 from edge.clock_watch import ClockWatch
 from edge.events import Event, EventStatus, Severity
@@ -343,6 +344,7 @@ async def run_gateway(
                     stop,
                     uplinks=sync.uplink_states if config.cloud is not None else None,
                     clock=clock_view(watch, builder),
+                    periods=monitor_periods(monitors, lock),
                 ),
                 name="offsite-edge.state",
             )

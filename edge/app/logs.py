@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -99,6 +100,8 @@ _EVENT_LEVEL = {Severity.ALARM: logging.WARNING, Severity.WARNING: logging.WARNI
 _VERB = {EventStatus.OPEN: "opened", EventStatus.CLOSED: "closed", EventStatus.INSTANT: "recorded"}
 _DETAIL_KEYS = (
     "quantity",
+    "standard_quantity",
+    "period",
     "window_value",
     "unit",
     "limit_max",
@@ -112,7 +115,15 @@ _DETAIL_KEYS = (
     "mode",
     "who",
     "why",
+    "valid",
 )
+
+
+def period_of(detail: Mapping[str, Any]) -> str | None:
+    """The judged period as a local ISO 8601 interval ``start/end`` (None: not a period
+    event), so a technician reads which Ld/Ln or hour an exceedance is about."""
+    start, end = detail.get("period_start_local"), detail.get("period_end_local")
+    return None if start is None or end is None else f"{start}/{end}"
 
 
 class EventLog:
@@ -134,6 +145,8 @@ class EventLog:
             if verb is None:
                 continue
             fields = {k: v for k in _DETAIL_KEYS if (v := event.detail.get(k)) is not None}
+            if (span := period_of(event.detail)) is not None:
+                fields["period_local"] = span
             # An alarm that opens wants attention; one that closes is good news.
             level = logging.INFO
             if event.status is not EventStatus.CLOSED:

@@ -3,9 +3,10 @@
 The gateway keeps ``<db>.state.json`` (owner-only, replaced atomically, written only when
 something changed) with its pid and the connection state of the broker and of each cloud
 uplink, with the time it last changed, and its clock (state, last step, readings held
-back from judgement: ``edge.app.trusted_time``). ``offsite-edge status`` reads it beside the
-database lock (``edge.app.lock``): a state file is believed only while its pid holds the
-lock, so a killed gateway's last "connected" is never shown as current.
+back from judgement: ``edge.app.trusted_time``) and each sensor's evaluation periods
+(latest verdicts and counts: ``edge.app.status_periods``). ``offsite-edge status`` reads
+it beside the database lock (``edge.app.lock``): a state file is believed only while its
+pid holds the lock, so a killed gateway's last "connected" is never shown as current.
 """
 
 from __future__ import annotations
@@ -54,15 +55,18 @@ async def publish_state(
     stop: asyncio.Event,
     uplinks: Callable[[], Mapping[str, bool]] | None = None,
     clock: Callable[[], dict[str, Any]] | None = None,
+    *,
+    periods: Callable[[], dict[str, Any]] | None = None,
 ) -> None:
     """Keep the state file current until ``stop``; on the way out say the gateway stopped.
 
     ``uplinks`` tells whether each cloud uplink is connected (name → bool); ``clock`` the
-    clock's state as status shows it."""
+    clock's state as status shows it; ``periods`` each sensor's evaluation periods."""
     path = state_path(db)
     last: str | None = None
     last_uplinks: dict[str, str] = {}
     last_clock: dict[str, Any] | None = None
+    last_periods: dict[str, Any] | None = None
     state: dict[str, Any] = {"pid": os.getpid(), "started_at": time.time(), "uplinks": {}}
     try:
         while not stop.is_set():
@@ -75,6 +79,9 @@ async def publish_state(
             changed = clock_now != last_clock
             if changed:
                 state["clock"], last_clock = clock_now, clock_now
+            periods_now = None if periods is None else periods()
+            if periods_now != last_periods:
+                state["periods"], last_periods, changed = periods_now, periods_now, True
             if changed or now != last or links != last_uplinks:
                 if now != last:
                     state |= {"broker": now, "broker_since": time.time()}

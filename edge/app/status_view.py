@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from edge.app.config import GatewayConfig
 from edge.app.lock import lock_holder
 from edge.app.runstate import read_state
 from edge.app.status import GatewayStatus, printable
+from edge.app.status_periods import period_lines
 from edge.clock import clock_synchronised
 from edge.readonly import connect_read_only
 
@@ -72,6 +73,9 @@ class Liveness:
     """uplink name → {state, since} from the running gateway (empty when not running)."""
     cameras: list[dict[str, Any]]
     clock: dict[str, Any]
+    periods: dict[str, Any] = field(default_factory=dict)
+    """sensor → evaluation periods ``{counts, latest}`` from the state file (the last ones
+    written, also when the gateway has stopped: they describe finished periods)."""
 
 
 def read_liveness(config: GatewayConfig, status: GatewayStatus) -> Liveness:
@@ -87,6 +91,7 @@ def read_liveness(config: GatewayConfig, status: GatewayStatus) -> Liveness:
     # Only the lock holder's own state is current (pid 0: the holder has not written it yet).
     uplinks: dict[str, Any] = {}
     live_clock: dict[str, Any] | None = None
+    periods = state.get("periods") if state is not None else None
     if running and state is not None and pid in {0, state.get("pid")}:
         if isinstance(state.get("clock"), dict):
             live_clock = state["clock"]
@@ -118,6 +123,7 @@ def read_liveness(config: GatewayConfig, status: GatewayStatus) -> Liveness:
         uplinks=uplinks,
         cameras=cameras,
         clock=_clock(db, live_clock, status.last_clock_step),
+        periods=periods if isinstance(periods, dict) else {},
     )
 
 
@@ -175,6 +181,7 @@ def status_json(config: GatewayConfig, status: GatewayStatus, live: Liveness) ->
         "uplinks": _uplinks(config, status, live),
         "cameras": live.cameras,
         "clock": live.clock,
+        "periods": live.periods,
         **{k: v for k, v in status.as_dict().items() if k != "running"},
         "running_digests": status.as_dict().get("running"),
     }
@@ -300,6 +307,7 @@ def status_lines(config: GatewayConfig, status: GatewayStatus, live: Liveness) -
             why = f" since {_age(camera['since'])}: {printable(camera['reason'])}"
         lines.append(f"  camera {camera['id']:<12} {camera['state']}{why}")
     shown = len(status.recent_dead_letters)
+    lines += period_lines(live.periods, current=bool(live.running))
     lines += rates_lines(status)
     lines.append(f"dead letters: {status.dead_letters_total} (newest {shown} below)")
     lines += [f"  {d['topic']}: {d['reason']}" for d in status.recent_dead_letters]

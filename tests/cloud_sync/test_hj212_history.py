@@ -245,7 +245,7 @@ def test_2061_and_2031_history_from_a_stored_day(
     monkeypatch.setenv("OFFSITE_TEST_HJ212_PW", PLATFORM_PW)
     today = dt.datetime.now(BEIJING).replace(hour=0, minute=0, second=0, microsecond=0)
     yesterday = int((today - dt.timedelta(days=1)).timestamp())
-    before = yesterday - 86400  # a day with only 2 hours stored: no 2031 for it
+    before = yesterday - 86400  # a day with only 2 hours stored: sent, flagged invalid
     aggregates: dict = {}
     for h in range(24):
         level = 62.0 if 6 <= h < 22 else 47.0
@@ -274,13 +274,18 @@ def test_2061_and_2031_history_from_a_stored_day(
     ]
     assert [m.cp["Leq-Data"] for m in hours] == ["47.0", "62.0", "62.0"]
     assert platform.replies[hours_qn][-1].cp == {"ExeRtn": "1"}
-    (day,) = uploads(platform.replies[days_qn])  # the 2-hour day is not sent
+    early, day = uploads(platform.replies[days_qn])
+    # The 2-hour day keeps its values, flagged B (too few valid hours), never N.
+    assert early.cp["DataTime"] == local(before)
+    assert early.cp["Ld-DayData"] == "70.0"
+    flags = {k: v for k, v in early.cp.items() if k.endswith("-Flag")}
+    assert set(flags.values()) == {"B"}
     (live,) = [f for f in platform.frames if f.cn == "2031"]
     assert day.cn == "2031"
     assert day.header["Flag"] == "4"
     assert day.cp == live.cp  # the same day frame as the one sent live
     assert (day.cp["Ld-DayData"], day.cp["Ln-NightData"]) == ("62.0", "47.0")
-    assert {a["command"]["cn"]: a["result"]["periods"] for a in audit} == {"2061": 3, "2031": 1}
+    assert {a["command"]["cn"]: a["result"]["periods"] for a in audit} == {"2061": 3, "2031": 2}
 
 
 # --- paging and ranges (real SQLite, no network) ------------------------------------------

@@ -327,9 +327,10 @@ async def _daily(tmp_path: Path) -> None:
     aggregates = {}
     for h in range(24):
         level = 62.0 if 6 <= h < 22 else 47.0
-        aggregates[("noise-1", "LA", "N", yesterday + h * 3600)] = [
-            2, level, level, 2 * level, 2 * energy(level)
-        ]  # fmt: skip
+        for m in range(45):  # 45 valid minutes: every hour is complete (GB 3095-2012 表4)
+            aggregates[("noise-1", "LA", "N", yesterday + h * 3600 + 60 * m)] = [
+                2, level, level, 2 * level, 2 * energy(level)
+            ]  # fmt: skip
     db = tmp_path / "gw.db"
     outbox = make_outbox("gw-j", cloud, db)
     async with await Store.open(db, hook=outbox) as store:
