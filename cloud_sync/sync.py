@@ -3,8 +3,9 @@
 Each delivery loop repeats: acknowledge what the last send got acknowledged and pop the
 next batch (one writer operation, so both ride in one commit), send it, back off with
 jitter on failure. Once an uplink has no alarm or event records left to send, it sends
-one evidence snapshot due for upload (``cloud_sync.evidence_queue``) before the next batch
-of status and minute records: the regulator sees the picture before the routine data.
+one evidence snapshot due for upload (``cloud_sync.evidence_queue``, sent by
+``cloud_sync.evidence_sender``) before the next batch of status and minute records: the
+regulator sees the picture before the routine data.
 Housekeeping appends gateway status records, closes idle minutes, expires records past
 their TTL and prunes delivered ones past the retention time.
 """
@@ -12,12 +13,10 @@ their TTL and prunes delivered ones past the retention time.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import time
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,35 +29,25 @@ from cloud_sync.config import CloudConfig, Hj212UplinkConfig, HttpsUplinkConfig,
 from cloud_sync.envelope import SignedCommand, trusted_keys
 from cloud_sync.errors import UplinkError
 from cloud_sync.evidence_queue import (
-    LOST_KIND,
     Upload,
     carries_evidence,
     claim,
-    confirm,
     evidence_due,
-    retry_later,
     uploads,
     urgent_count,
 )
-from cloud_sync.evidence_receipt import EvidenceReceipt
-from cloud_sync.evidence_wire import EvidenceRejectedError
+from cloud_sync.evidence_sender import EvidenceSender
 from cloud_sync.identity import check_signing_key, load_or_create_key
 from cloud_sync.outbox import Outbox, OutRecord, classes_of
 from cloud_sync.policy import backoff_delay
 from cloud_sync.transport import EvidenceTransport, Transport
 from edge.clock import clock_synchronised
-from edge.events import Event, EventStatus, Severity
 from edge.store import Store
 from edge.waits import wait_any
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.2
-RECEIPT_WAIT_MIN_S = 5.0
-"""A snapshot sent over MQTT is sent again if no signed receipt came within this (or the
-uplink's ack_timeout_s, if longer), then after the usual doubling backoff."""
-
-
 HOUSEKEEPING_S = 5.0
 
 
@@ -126,10 +115,7 @@ class CloudSync:
         # 9014): the proof that a new config still reaches the cloud.
         self.acknowledged = asyncio.Event()
         self._running: list[Transport] = []
-        self.evidence_confirmed = 0
-        self._sending: set[str] = set()
-        self._receipts: asyncio.Queue[EvidenceReceipt] = asyncio.Queue(maxsize=1000)
-        """Snapshots an uplink is sending now: no other uplink claims them meanwhile."""
+        self.evidence = EvidenceSender(store, cloud.uplinks)
 
     def uplink_states(self) -> dict[str, bool]:
         """Whether each running uplink is connected now (empty before :meth:`run`)."""
@@ -184,7 +170,7 @@ class CloudSync:
                         )
                     processor.reply = mqtt.reply
                     self.commands = processor
-                mqtt.on_receipt = self._take_receipt
+                mqtt.on_receipt = self.evidence.take_receipt
                 transports.append(mqtt)
             elif isinstance(uplink, HttpsUplinkConfig):
                 from cloud_sync.https_uplink import HttpsUplink
@@ -214,7 +200,9 @@ class CloudSync:
                         name=f"offsite-edge.cloud[{transport.name}].deliver",
                     )
                 tasks.create_task(self._housekeeping(stop), name="offsite-edge.cloud.housekeeping")
-                tasks.create_task(self._take_receipts(stop), name="offsite-edge.cloud.receipts")
+                tasks.create_task(
+                    self.evidence.record_receipts(stop), name="offsite-edge.cloud.receipts"
+                )
                 if self.commands is not None:
                     tasks.create_task(self.commands.run(stop), name="offsite-edge.cloud.commands")
         finally:
@@ -269,11 +257,13 @@ class CloudSync:
             if evidence and limit:
                 urgent = await urgent_count(db, uplink, limit)
                 if not urgent:
-                    upload = await claim(db, now, self._sending)
+                    upload = await claim(db, now, self.evidence.sending)
                     if upload is not None:
-                        self._sending.add(upload.sha256)  # until this uplink is done with it
+                        self.evidence.sending.add(
+                            upload.sha256
+                        )  # until this uplink is done with it
                         return [], upload
-                elif await evidence_due(db, now, self._sending):
+                elif await evidence_due(db, now, self.evidence.sending):
                     take = urgent  # only alarms and events before the waiting snapshot
             return await outbox.pop(db, uplink, take), None
 
@@ -283,113 +273,6 @@ class CloudSync:
     def _carries_evidence(self, transport: Transport) -> bool:
         classes = self.outbox.uplinks.get(transport.name, frozenset())
         return isinstance(transport, EvidenceTransport) and carries_evidence({"": classes})
-
-    async def _send_evidence(
-        self, transport: EvidenceTransport, upload: Upload, stop: asyncio.Event
-    ) -> None:
-        """Send one snapshot; record the confirmation, or when to try again.
-
-        A stop abandons the send at once (waiting for a receipt can take ``ack_timeout_s``):
-        the snapshot stays unconfirmed and is sent again after the restart.
-        """
-        sending = asyncio.ensure_future(self._send_one(transport, upload))
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({sending, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if sending.done():
-                sending.result()  # re-raise an UplinkError for the delivery loop's backoff
-        finally:
-            for task in (sending, stopping):
-                task.cancel()
-            await asyncio.wait({sending})  # its cleanup done; never raises its exception
-            if not sending.cancelled():
-                sending.exception()  # retrieved (re-raised above when it mattered)
-            self._sending.discard(upload.sha256)
-
-    async def _send_one(self, transport: EvidenceTransport, upload: Upload) -> None:
-        name = getattr(transport, "name", "?")
-        data = await asyncio.to_thread(_read_snapshot, upload)
-        if data is None:
-            await self._lost_before_upload(upload)
-            return
-        try:
-            by = await transport.send_evidence(upload.sha256, data, event_id=upload.event_id)
-        except (EvidenceRejectedError, UplinkError) as exc:
-            error = str(exc)
-            delay = await self.store.run(lambda db: retry_later(db, upload, time.time(), error))
-            log.warning(
-                "evidence not confirmed uplink=%s sha256=%s event=%s attempt=%d reason=%s"
-                " retry_in_s=%.0f",
-                name, upload.sha256, upload.event_id, upload.attempts, exc, delay,
-            )  # fmt: skip
-            if isinstance(exc, UplinkError) and not getattr(transport, "connected", True):
-                raise  # the link is down: back off like any failed send
-            return
-        if by is None:  # sent; its signed receipt confirms it later (_take_receipts)
-            wait, note = self._receipt_wait(name), "sent, awaiting a signed receipt"
-            await self.store.run(lambda db: retry_later(db, upload, time.time(), note, wait))
-            log.info(
-                "evidence sent uplink=%s sha256=%s event=%s bytes=%d attempt=%d"
-                " awaiting_receipt=true",
-                name, upload.sha256, upload.event_id, len(data), upload.attempts,
-            )  # fmt: skip
-            return
-        confirmed_by = by
-        await self.store.run(lambda db: confirm(db, upload.sha256, confirmed_by, time.time()))
-        self.evidence_confirmed += 1
-        log.info(
-            "evidence delivered uplink=%s sha256=%s event=%s bytes=%d confirmed_by=%s",
-            name, upload.sha256, upload.event_id, len(data), by,
-        )  # fmt: skip
-
-    def _receipt_wait(self, uplink: str) -> float:
-        """How long a sent snapshot waits for its receipt before it is sent again."""
-        config = next((u for u in self.cloud.uplinks if u.name == uplink), None)
-        return max(RECEIPT_WAIT_MIN_S, float(getattr(config, "ack_timeout_s", 0.0)))
-
-    def _take_receipt(self, receipt: EvidenceReceipt) -> None:
-        """A verified receipt from an uplink (on the event loop): queue it for the store."""
-        try:
-            self._receipts.put_nowait(receipt)
-        except asyncio.QueueFull:
-            # Dropped only for now: the snapshot is sent again and receipted again.
-            log.warning("evidence receipt dropped reason=queue_full sha256=%s", receipt.sha256)
-
-    async def _take_receipts(self, stop: asyncio.Event) -> None:
-        """Record verified receipts: a confirmed snapshot is delivered, a refusal logged."""
-        while not stop.is_set():
-            try:
-                async with asyncio.timeout(0.5):
-                    receipt = await self._receipts.get()
-            except TimeoutError:
-                continue
-            if not receipt.accepted:
-                log.warning(
-                    "evidence refused by the receiver sha256=%s reason=%s signed_by=%s",
-                    receipt.sha256, receipt.reason, receipt.key.who,
-                )  # fmt: skip
-                continue
-            if await self.store.run(partial(_confirm, receipt)):
-                self.evidence_confirmed += 1
-                log.info(
-                    "evidence delivered sha256=%s confirmed_by=%s", receipt.sha256, receipt.key.who
-                )
-
-    async def _lost_before_upload(self, upload: Upload) -> None:
-        log.error(
-            "evidence snapshot missing or damaged before upload sha256=%s event=%s path=%s",
-            upload.sha256, upload.event_id, upload.path,
-        )  # fmt: skip
-        await self.store.emit(
-            Event(
-                kind=LOST_KIND,
-                source="evidence",
-                severity=Severity.WARNING,
-                status=EventStatus.INSTANT,
-                started_at=time.time(),
-                detail={"reason": "missing_or_damaged", "snapshots": [upload.sha256]},
-            )
-        )
 
     async def _deliver_loop(self, transport: Transport, stop: asyncio.Event) -> None:
         name = transport.name
@@ -413,7 +296,7 @@ class CloudSync:
                 acked = []
                 if upload is not None:
                     assert isinstance(transport, EvidenceTransport)
-                    await self._send_evidence(transport, upload, stop)
+                    await self.evidence.send(transport, upload, stop)
                     failures = 0
                     continue
                 if not records:
@@ -458,16 +341,3 @@ class CloudSync:
                 next_status = time.monotonic() + interval
                 await self.append_status("periodic")
         await self.append_status("stop")
-
-
-async def _confirm(receipt: EvidenceReceipt, db: aiosqlite.Connection) -> bool:
-    return await confirm(db, receipt.sha256, receipt.key.who, time.time())
-
-
-def _read_snapshot(upload: Upload) -> bytes | None:
-    """The snapshot's bytes if the file is there and still hashes to its name."""
-    try:
-        data = upload.path.read_bytes()
-    except OSError:
-        return None
-    return data if hashlib.sha256(data).hexdigest() == upload.sha256 else None

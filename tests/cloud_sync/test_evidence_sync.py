@@ -123,5 +123,5 @@ async def _run(tmp_path: Path, port: int, watcher: Watcher) -> None:
     assert b"".join(data for _, data in sorted(chunks, key=lambda c: c[0].chunk)) == image
     assert {h.chunks for h, _ in chunks} == {3}
     # not confirmed (no receipt): pending, to be sent again after its receipt wait
-    assert sync.evidence_confirmed == 0
+    assert sync.evidence.confirmed == 0
     assert query(db, "SELECT attempts, confirmed_at FROM evidence_uploads") == [(1, None)]
