@@ -5,12 +5,38 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+from cloud_sync.config import CloudConfig
 from edge.aggregate import leq
 from edge.hj212 import build_data_segment, build_frame, parse_frame, reassemble
 
 MN_WATER = "010000A8900016F000169DC0"
 MN_NOISE = "010000A8900016F000169DC1"
 PLATFORM_PW = "654321"
+PW_ENV = "OFFSITE_TEST_HJ212_PW"
+"""The environment variable the test uplinks read the platform's PW from."""
+
+
+def platform_cloud(port: int, **uplink: object) -> CloudConfig:
+    """A cloud section with one HJ 212 uplink ``prov`` to the fake platform on ``port``
+    (plain loopback TCP, PW from :data:`PW_ENV`); ``uplink`` adds or overrides fields."""
+    return CloudConfig.model_validate(
+        {
+            "uplinks": [
+                {
+                    "type": "hj212",
+                    "name": "prov",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "mn": MN_WATER,
+                    "pw_env": PW_ENV,
+                    "tls": {"enabled": False},  # the fake platform is plain loopback TCP
+                    "ack_timeout_s": 2,
+                    **uplink,
+                }
+            ],
+            "outbox": {"status_interval_s": 3600, "minute_close_s": 0},
+        }
+    )
 
 
 class StandardPlatform:

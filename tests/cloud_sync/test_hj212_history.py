@@ -11,7 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-from hj212_fakes import BEIJING, MN_NOISE, MN_WATER, PLATFORM_PW, StandardPlatform, uploads
+from hj212_fakes import (
+    BEIJING,
+    MN_NOISE,
+    MN_WATER,
+    PLATFORM_PW,
+    StandardPlatform,
+    platform_cloud,
+    uploads,
+)
 
 from cloud_sync.config import CloudConfig
 from cloud_sync.hj212_frames import Hj212Sensor
@@ -33,27 +41,13 @@ def local(ts: float) -> str:
 
 
 def cloud(port: int, **uplink: object) -> CloudConfig:
-    return CloudConfig.model_validate(
-        {
-            "uplinks": [
-                {
-                    "type": "hj212",
-                    "name": "prov",
-                    "host": "127.0.0.1",
-                    "port": port,
-                    "mn": MN_WATER,
-                    "sensor_mn": {"noise-1": MN_NOISE},
-                    "codes": {q: f"x{q}" for q in MULTI},
-                    "pw_env": "OFFSITE_TEST_HJ212_PW",
-                    "tls": {"enabled": False},  # the fake platform is plain loopback TCP
-                    "ack_timeout_s": 2,
-                    "realtime": False,
-                    "audit_every_s": 0,  # every request's audit, not one per minute
-                    **uplink,
-                }
-            ],
-            "outbox": {"status_interval_s": 3600, "minute_close_s": 0},
-        }
+    return platform_cloud(
+        port,
+        sensor_mn={"noise-1": MN_NOISE},
+        codes={q: f"x{q}" for q in MULTI},
+        realtime=False,
+        audit_every_s=0,  # every request's audit, not one per minute
+        **uplink,
     )
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hj212_fakes import BEIJING, MN_NOISE, MN_WATER, PLATFORM_PW, StandardPlatform
+from hj212_fakes import BEIJING, MN_NOISE, MN_WATER, PLATFORM_PW, StandardPlatform, platform_cloud
 
 from cloud_sync.config import CloudConfig
 from cloud_sync.hj212_uplink import build_packets
@@ -165,25 +165,7 @@ async def _standard(tmp_path: Path) -> None:
     platform = StandardPlatform()
     server = await asyncio.start_server(platform.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    cloud = CloudConfig.model_validate(
-        {
-            "uplinks": [
-                {
-                    "type": "hj212",
-                    "name": "prov",
-                    "host": "127.0.0.1",
-                    "port": port,
-                    "mn": MN_WATER,
-                    "sensor_mn": {"noise-1": MN_NOISE},
-                    "pw_env": "OFFSITE_TEST_HJ212_PW",
-                    "tls": {"enabled": False},
-                    "ack_timeout_s": 2,
-                    "hourly": False,
-                }
-            ],
-            "outbox": {"status_interval_s": 3600, "minute_close_s": 0},
-        }
-    )
+    cloud = platform_cloud(port, sensor_mn={"noise-1": MN_NOISE}, hourly=False)
     sensors = {
         "water-1": Hj212Sensor(kind="water", profile="gb3838-2002", codes={"pH": "w01001"}),
         "noise-1": Hj212Sensor(kind="noise", profile="gb3096-2008"),
@@ -304,24 +286,7 @@ async def _daily(tmp_path: Path) -> None:
     platform = StandardPlatform()
     server = await asyncio.start_server(platform.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    cloud = CloudConfig.model_validate(
-        {
-            "uplinks": [
-                {
-                    "type": "hj212",
-                    "name": "prov",
-                    "host": "127.0.0.1",
-                    "port": port,
-                    "mn": MN_NOISE,
-                    "pw_env": "OFFSITE_TEST_HJ212_PW",
-                    "tls": {"enabled": False},
-                    "ack_timeout_s": 2,
-                    "realtime": False,
-                }
-            ],
-            "outbox": {"status_interval_s": 3600, "minute_close_s": 0},
-        }
-    )
+    cloud = platform_cloud(port, mn=MN_NOISE, realtime=False)
     today = dt.datetime.now(BEIJING).replace(hour=0, minute=0, second=0, microsecond=0)
     yesterday = int((today - dt.timedelta(days=1)).timestamp())
     aggregates = {}

@@ -14,11 +14,10 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from hj212_fakes import BEIJING, MN_NOISE, PLATFORM_PW, StandardPlatform
+from hj212_fakes import BEIJING, MN_NOISE, PLATFORM_PW, StandardPlatform, platform_cloud
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloud_sync.config import CloudConfig
 from cloud_sync.hj212_daily import day_items
 from cloud_sync.hj212_frames import CodeBook, Hj212Sensor, data_items
 from cloud_sync.minutes import hour_bodies
@@ -140,24 +139,7 @@ async def _wire(tmp_path: Path) -> None:
     platform = StandardPlatform(ask_time=False)
     server = await asyncio.start_server(platform.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    cloud = CloudConfig.model_validate(
-        {
-            "uplinks": [
-                {
-                    "type": "hj212",
-                    "name": "prov",
-                    "host": "127.0.0.1",
-                    "port": port,
-                    "mn": MN_NOISE,
-                    "pw_env": "OFFSITE_TEST_HJ212_PW",
-                    "tls": {"enabled": False},
-                    "ack_timeout_s": 2,
-                    "realtime": False,
-                }
-            ],
-            "outbox": {"status_interval_s": 3600, "minute_close_s": 0},
-        }
-    )
+    cloud = platform_cloud(port, mn=MN_NOISE, realtime=False)
     today = dt.datetime.now(BEIJING).replace(hour=0, minute=0, second=0, microsecond=0)
     yesterday = int((today - dt.timedelta(days=1)).timestamp())
     aggregates = {}
