@@ -6,6 +6,7 @@ import math
 import os
 import sqlite3
 import threading
+import time
 from contextlib import closing
 
 import pytest
@@ -99,6 +100,11 @@ def test_close_ends_the_connection_thread_when_the_database_refuses_writes(tmp_p
         await store.close()
 
     asyncio.run(main())
+    # aiosqlite resolves close() from its thread just before that thread returns: wait
+    # (bounded) for it to be gone rather than catch it in its last instant.
+    deadline = time.monotonic() + 10
+    while set(threading.enumerate()) - before and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert set(threading.enumerate()) - before == set()
     assert "store close: final statements failed" in caplog.text
     assert "readonly" in caplog.text
