@@ -31,8 +31,18 @@ def cloud_broker(mosquitto_factory: Callable[..., Any], tmp_path: Path) -> Any:
     return mosquitto_factory(persistent_conf(data))
 
 
-def cloud_config(port: int, **outbox: Any) -> CloudConfig:
-    """A cloud section with one MQTT uplink to 127.0.0.1:``port``, fast retries."""
+def cloud_config(
+    port: int,
+    *,
+    uplink: dict[str, Any] | None = None,
+    sections: dict[str, Any] | None = None,
+    **outbox: Any,
+) -> CloudConfig:
+    """A cloud section with one MQTT uplink to 127.0.0.1:``port``, fast retries.
+
+    ``uplink`` adds or overrides uplink fields, ``sections`` other cloud fields (e.g.
+    ``regulator_keys``), ``outbox`` the outbox's.
+    """
     return CloudConfig.model_validate(
         {
             "uplinks": [
@@ -44,23 +54,28 @@ def cloud_config(port: int, **outbox: Any) -> CloudConfig:
                     "ack_timeout_s": 3,
                     "batch_records": 200,
                     "tls": {"enabled": False},  # the test broker is plain loopback
+                    **(uplink or {}),
                 }
             ],
             "backoff": {"initial_s": 0.1, "max_s": 0.5},
             "outbox": {"status_interval_s": 3600, **outbox},
+            **(sections or {}),
         }
     )
 
 
-def alarm(n: int) -> Event:
-    """An instant alarm with a recognisable detail."""
+def alarm(n: int, *, pad: int = 0) -> Event:
+    """An instant alarm with a recognisable detail (``pad`` bytes more of it)."""
+    detail: dict[str, Any] = {"n": n}
+    if pad:
+        detail["pad"] = "x" * pad
     return Event(
         kind="exceedance",
         source="fume-01",
         severity=Severity.ALARM,
         status=EventStatus.INSTANT,
         started_at=time.time(),
-        detail={"n": n},
+        detail=detail,
     )
 
 

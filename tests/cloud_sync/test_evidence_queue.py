@@ -17,6 +17,8 @@ from cloud_sync.outbox_view import evidence_delivered
 from edge.events import Event, EventStatus, Severity
 from edge.store import Store
 
+from .conftest import alarm
+
 SHA = "5a" * 32
 
 
@@ -28,17 +30,6 @@ def _violation(sha: str = SHA, path: str = "/nowhere.jpg") -> Event:
         status=EventStatus.OPEN,
         started_at=time.time(),
         detail={"snapshot_sha256": sha, "snapshot_path": path},
-    )
-
-
-def _alarm(n: int) -> Event:
-    return Event(
-        kind="exceedance",
-        source="fume-01",
-        severity=Severity.ALARM,
-        status=EventStatus.INSTANT,
-        started_at=time.time(),
-        detail={"n": n, "pad": "x" * 200},
     )
 
 
@@ -100,7 +91,7 @@ def test_the_outbox_lends_minute_data_room_before_evidence_goes_and_keeps_alarms
         outbox = _outbox(quota=200_000)
         async with await Store.open(db, hook=outbox) as store:
             for n in range(20):
-                await store.emit(_alarm(n))
+                await store.emit(alarm(n, pad=200))
             minutes = [("minute", {"type": "minute", "n": n, "pad": "m" * 500}) for n in range(200)]
 
             async def put(c):

@@ -20,7 +20,7 @@ from cloud_sync.sync import CloudSync, make_outbox
 from edge.events import Event, EventStatus, Severity
 from edge.store import Store
 
-from .conftest import alarm, wait_for
+from .conftest import alarm, cloud_config, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,26 +28,12 @@ REGULATOR = Ed25519PrivateKey.generate()
 
 
 def _cloud(port: int) -> CloudConfig:
-    return CloudConfig.model_validate(
-        {
-            "uplinks": [
-                {
-                    "type": "mqtt",
-                    "name": "cloud",
-                    "host": "127.0.0.1",
-                    "port": port,
-                    # far longer than the test: the loop must not wait for the receipt
-                    "ack_timeout_s": 300,
-                    "tls": {"enabled": False},
-                    "commands": False,
-                }
-            ],
-            "backoff": {"initial_s": 0.1, "max_s": 0.5},
-            "outbox": {"status_interval_s": 3600},
-            "regulator_keys": [
-                {"name": "bureau", "public_key": public_key_hex(REGULATOR.public_key())}
-            ],
-        }
+    # ack_timeout_s far longer than the test: the loop must not wait for the receipt
+    keys = [{"name": "bureau", "public_key": public_key_hex(REGULATOR.public_key())}]
+    return cloud_config(
+        port,
+        uplink={"ack_timeout_s": 300, "commands": False},
+        sections={"regulator_keys": keys},
     )
 
 
