@@ -335,10 +335,13 @@ def is_certain(aggregate: Aggregate, acc: PeriodAcc, ev: Evaluation, limit: Limi
         return False
     if aggregate is Aggregate.MAX:
         return acc.vmax > limit.upper
+    # The lowest final value: what is in, spread over the whole period (silence after).
+    # Computed as the final value is, so that rounding cannot make "certain" a period
+    # whose final value then equals the limit (which is not an exceedance).
     if aggregate is Aggregate.LEQ:
-        return acc.weighted > math.pow(10.0, limit.upper / 10.0) * acc.length
+        return acc.weighted > 0 and level_from_energy(acc.weighted, acc.length) > limit.upper
     if aggregate is Aggregate.MEAN:
-        return acc.weighted > limit.upper * acc.length
+        return acc.weighted / acc.length > limit.upper
     return False
 
 

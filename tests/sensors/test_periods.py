@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -128,6 +128,9 @@ def _stats(level: float) -> WindowStats:
     st.floats(40.0, 80.0),
     st.floats(0.3, 1.0),
 )
+# Found on Python 3.13 in CI: three minutes exactly at the limit summed one ulp above the
+# limit's energy and read as certain, though the final Leq equals the limit.
+@example(levels=[47.0, 47.0, 47.0], limit_v=47.0, cov=1.0)
 def test_property_certainty_never_opens_when_the_final_leq_is_within(levels, limit_v, cov):
     limit = upper_limit(limit_v)
     ev = Evaluation(kind=PeriodKind.DAY_NIGHT, min_coverage=cov)
